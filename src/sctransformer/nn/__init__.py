@@ -1,0 +1,1 @@
+"""Torch building blocks (no AnnData here)."""

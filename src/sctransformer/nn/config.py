@@ -1,0 +1,93 @@
+"""Model configuration: one dataclass that covers the architectures of the literature."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+_CHOICES = {
+    "activation": ("relu", "gelu"),
+    "norm": ("post", "pre"),
+    "value_input": ("none", "bins", "continuous"),
+    "attention_backend": ("auto", "xformers", "sdpa", "math"),
+}
+
+
+@dataclass
+class TransformerConfig:
+    """Architecture of a :class:`~sctransformer.nn.CellTransformer`.
+
+    The defaults describe a small encoder. Geneformer is ``norm="post"``, ``activation="relu"``,
+    ``max_positions=2048``, ``value_input="none"``, ``embedding_norm=True``; scGPT is
+    ``max_positions=0``, ``value_input="continuous"``, ``token_embedding_norm=True``,
+    ``embedding_norm=False``.
+    """
+
+    vocab_size: int
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    ffn_size: int = 512
+    activation: Literal["relu", "gelu"] = "relu"
+    dropout: float = 0.02
+    attention_dropout: float = 0.02
+    norm: Literal["post", "pre"] = "post"
+    layer_norm_eps: float = 1e-12
+    # 0 disables learned absolute positions (scGPT has none; Geneformer has 2048 or 4096).
+    max_positions: int = 2048
+    value_input: Literal["none", "bins", "continuous"] = "none"
+    n_value_bins: int = 51  # size of the value embedding when value_input == "bins"
+    value_clamp: float = 512.0  # scGPT clamps continuous inputs before its value encoder
+    pad_token_id: int = 0
+    # LayerNorm on the token embedding alone (scGPT's gene encoder).
+    token_embedding_norm: bool = False
+    # LayerNorm on the sum of embeddings (BERT / Geneformer).
+    embedding_norm: bool = True
+    attention_backend: Literal["auto", "xformers", "sdpa", "math"] = "auto"
+    # Free-form notes (e.g. where converted weights came from); JSON-serialisable values only.
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not supported; use one of {list(allowed)}"
+                )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.vocab_size < 1 or self.num_layers < 1:
+            raise ValueError("vocab_size and num_layers must be positive")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransformerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> TransformerConfig:
+        s = str(text_or_path)
+        text = s if s.lstrip().startswith("{") else Path(s).read_text()
+        return cls.from_dict(json.loads(text))

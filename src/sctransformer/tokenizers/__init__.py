@@ -1,0 +1,1 @@
+"""Encodings of expression into tokens: numpy/scipy only, no AnnData."""
