@@ -14,6 +14,7 @@ _CHOICES = {
     "value_input": ("none", "bins", "continuous"),
     "attention_backend": ("auto", "xformers", "sdpa", "math"),
 }
+_HEADS = ("mlm", "bins", "value", "ntp")
 
 
 @dataclass
@@ -47,6 +48,11 @@ class TransformerConfig:
     # LayerNorm on the sum of embeddings (BERT / Geneformer).
     embedding_norm: bool = True
     attention_backend: Literal["auto", "xformers", "sdpa", "math"] = "auto"
+    # Output heads to build: "mlm" (masked gene id, tied to the token embedding), "bins" (value
+    # bin class), "value" (continuous value, scGPT's expression decoder), "ntp" (next token).
+    heads: list[str] = field(default_factory=lambda: ["mlm"])
+    # Cell classes of the classifier head on the pooled cell vector; 0 builds no classifier.
+    num_classes: int = 0
     # Free-form notes (e.g. where converted weights came from); JSON-serialisable values only.
     extra: dict = field(default_factory=dict)
 
@@ -56,12 +62,28 @@ class TransformerConfig:
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} is not supported; use one of {list(allowed)}"
                 )
+        for name in ("hidden_size", "num_heads", "ffn_size", "n_value_bins"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("max_positions", "num_classes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.layer_norm_eps <= 0 or self.value_clamp <= 0:
+            raise ValueError("layer_norm_eps and value_clamp must be positive")
+        self.heads = list(self.heads)
+        unknown_heads = [h for h in self.heads if h not in _HEADS]
+        if unknown_heads:
+            raise ValueError(f"heads {unknown_heads} are not supported; use some of {list(_HEADS)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
             )
-        if self.vocab_size < 1 or self.num_layers < 1:
-            raise ValueError("vocab_size and num_layers must be positive")
+        for name in ("vocab_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary")
 

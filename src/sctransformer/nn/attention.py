@@ -1,0 +1,294 @@
+"""Scaled dot-product attention with a backend chosen per call.
+
+Backends
+--------
+``"xformers"``
+    ``xformers.ops.memory_efficient_attention`` (CUDA only, optional dependency). Cells of
+    different lengths are packed into one sequence with a ``BlockDiagonalMask`` so no compute is
+    spent on padding.
+``"sdpa"``
+    :func:`torch.nn.functional.scaled_dot_product_attention`, available everywhere.
+``"math"``
+    Explicit ``softmax(Q Kᵀ / √d + mask) V``. The only backend that also returns the per-head
+    attention probabilities (fused kernels never materialise them); attention-based gene networks
+    and head plots need them.
+``"auto"``
+    xformers on CUDA when importable, sdpa otherwise, and math whenever probabilities are asked for.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .masks import to_additive
+
+__all__ = [
+    "AttentionResult",
+    "attention",
+    "select_backend",
+    "varlen_attention",
+    "xformers_available",
+]
+
+BACKENDS = ("auto", "xformers", "sdpa", "math")
+
+
+class AttentionResult(NamedTuple):
+    """Output of :func:`attention`: ``output`` ``[B, H, L, D]``, ``probs`` ``[B, H, L, L]`` or None."""
+
+    output: torch.Tensor
+    probs: torch.Tensor | None
+
+
+@functools.cache
+def xformers_available() -> bool:
+    """Whether ``xformers`` can be imported (checked once, lazily)."""
+    try:
+        import xformers.ops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def select_backend(backend: str | None, device: torch.device | str, need_weights: bool) -> str:
+    """Resolve ``backend`` (``None`` means ``"auto"``) to a concrete backend name.
+
+    Raises
+    ------
+    ValueError
+        If the backend is unknown, cannot return probabilities while they are requested, or
+        xformers is requested where it cannot run.
+    """
+    backend = backend or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend {backend!r} is not supported; use one of {BACKENDS}")
+    device = torch.device(device)
+    if need_weights:
+        if backend not in ("auto", "math"):
+            raise ValueError(
+                f"attention probabilities are only returned by the 'math' backend, not {backend!r}; "
+                "use backend='math' or 'auto'"
+            )
+        return "math"
+    if backend == "auto":
+        return "xformers" if device.type == "cuda" and xformers_available() else "sdpa"
+    if backend == "xformers" and (device.type != "cuda" or not xformers_available()):
+        raise ValueError(
+            "attention backend 'xformers' needs a CUDA device and the xformers package "
+            "(pip install 'sctransformer[gpu]'); use 'sdpa' elsewhere"
+        )
+    return backend
+
+
+def _combined_mask(
+    mask: torch.Tensor | None, key_padding: torch.Tensor | None, causal: bool, length: int, device
+) -> torch.Tensor | None:
+    """Boolean may-attend mask combining an explicit mask, key padding and causality."""
+    out = mask
+    if key_padding is not None:
+        kp = key_padding[:, None, None, :]
+        out = kp if out is None else out & kp
+    if causal:
+        idx = torch.arange(length, device=device)
+        # the diagonal stays allowed so that no row is empty (padding queries in left padding)
+        lower = (idx[None, :] <= idx[:, None])[None, None]
+        out = (
+            lower
+            if out is None
+            else (out & lower) | torch.eye(length, dtype=torch.bool, device=device)
+        )
+    return out
+
+
+def _math(q, k, v, allowed, dropout_p):
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    if allowed is not None:
+        scores = scores + to_additive(allowed, scores.dtype)
+    probs = torch.softmax(scores, dim=-1)
+    used = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+    return torch.matmul(used.to(v.dtype), v), probs
+
+
+def _prefix_lengths(key_padding: torch.Tensor) -> torch.Tensor | None:
+    """Lengths if every row of ``key_padding`` is a prefix of ``True`` (right padding), else None."""
+    lengths = key_padding.sum(-1)
+    idx = torch.arange(key_padding.shape[-1], device=key_padding.device)
+    if torch.equal(idx[None, :] < lengths[:, None], key_padding):
+        return lengths
+    return None
+
+
+def _xformers(q, k, v, key_padding, causal, allowed, dropout_p):
+    """xformers kernel; ``allowed`` (dense mask) or ``key_padding``/``causal``, not both."""
+    import xformers.ops as xops
+    from xformers.ops.fmha import attn_bias as xbias
+
+    batch, heads, length, dim = q.shape
+    lengths = _prefix_lengths(key_padding) if key_padding is not None else None
+    if allowed is None and (key_padding is None or lengths is not None):
+        if lengths is None:
+            lengths = torch.full((batch,), length, device=q.device)
+        # pack the real tokens of every cell into one sequence; block-diagonal attention
+        seqlens = [int(n) for n in lengths.tolist()]
+        valid = (torch.arange(length, device=q.device)[None, :] < lengths[:, None]).reshape(-1)
+
+        def pack(t):
+            return t.transpose(1, 2).reshape(batch * length, heads, dim)[valid][None]
+
+        mask_cls = xbias.BlockDiagonalCausalMask if causal else xbias.BlockDiagonalMask
+        out_packed = xops.memory_efficient_attention(
+            pack(q), pack(k), pack(v), attn_bias=mask_cls.from_seqlens(seqlens), p=dropout_p
+        )[0]
+        out = q.new_zeros(batch * length, heads, dim)
+        out[valid] = out_packed
+        return out.view(batch, length, heads, dim).transpose(1, 2)
+    if allowed is None:
+        allowed = _combined_mask(None, key_padding, causal, length, q.device)
+    # xformers wants a dense bias whose last dimension is stored padded to a multiple of 8
+    padded = (length + 7) // 8 * 8
+    storage = torch.zeros(batch, heads, length, padded, dtype=q.dtype, device=q.device)
+    bias = storage[..., :length]
+    bias.copy_(to_additive(allowed.expand(batch, heads, length, length), q.dtype))
+    out = xops.memory_efficient_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, p=dropout_p
+    )
+    return out.transpose(1, 2)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    key_padding: torch.Tensor | None = None,
+    causal: bool = False,
+    backend: str | None = "auto",
+    need_weights: bool = False,
+    dropout_p: float = 0.0,
+) -> AttentionResult:
+    """Multi-head scaled dot-product attention.
+
+    Parameters
+    ----------
+    q, k, v
+        Tensors of shape ``[batch, heads, length, head_dim]``.
+    mask
+        Optional boolean may-attend mask broadcastable to ``[batch, heads, length, length]``
+        (see :mod:`sctransformer.nn.masks`).
+    key_padding
+        Optional boolean ``[batch, length]``, ``True`` for real tokens; padding keys are never read.
+        Passing padding this way (rather than folded into ``mask``) lets the xformers backend pack
+        cells instead of computing on padding.
+    causal
+        Also forbid attending to later positions.
+    backend
+        ``"auto"``, ``"xformers"``, ``"sdpa"`` or ``"math"`` (see module docs); ``None`` = auto.
+    need_weights
+        Return the attention probabilities (forces the math backend).
+    dropout_p
+        Dropout on the attention probabilities (pass 0 in evaluation).
+
+    Returns
+    -------
+    :class:`AttentionResult` with ``output`` ``[batch, heads, length, head_dim]`` and ``probs``
+    ``[batch, heads, length, length]`` (float32) when ``need_weights``, else ``None``.
+    """
+    name = select_backend(backend, q.device, need_weights)
+    length = q.shape[-2]
+    if name == "xformers":
+        if mask is None:
+            return AttentionResult(_xformers(q, k, v, key_padding, causal, None, dropout_p), None)
+        allowed = _combined_mask(mask, key_padding, causal, length, q.device)
+        return AttentionResult(_xformers(q, k, v, None, False, allowed, dropout_p), None)
+    if name == "sdpa":
+        if mask is None and key_padding is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
+            return AttentionResult(out, None)
+        allowed = _combined_mask(mask, key_padding, causal, length, q.device)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p)
+        return AttentionResult(out, None)
+    allowed = _combined_mask(mask, key_padding, causal, length, q.device)
+    out, probs = _math(q, k, v, allowed, dropout_p)
+    return AttentionResult(out, probs if need_weights else None)
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: list[int],
+    *,
+    causal: bool = False,
+    gen_mask: torch.Tensor | None = None,
+    backend: str | None = "auto",
+) -> torch.Tensor:
+    """Attention over cells packed one after another, without padding (inference path).
+
+    Parameters
+    ----------
+    q, k, v
+        Packed tensors of shape ``[total_tokens, heads, head_dim]``.
+    cu_seqlens
+        Cumulative lengths ``[0, n_0, n_0 + n_1, ...]``: cell ``i`` owns rows
+        ``cu_seqlens[i]:cu_seqlens[i + 1]``.
+    causal
+        Decoder-only attention (each token reads itself and earlier tokens of its cell).
+    gen_mask
+        Packed boolean ``[total_tokens]`` for scGPT's generative mask (see
+        :func:`~sctransformer.nn.masks.generative_mask`).
+    backend
+        ``"auto"``, ``"xformers"``, ``"sdpa"`` or ``"math"``.
+
+    Returns
+    -------
+    Packed output ``[total_tokens, heads, head_dim]``.
+    """
+    name = select_backend(backend, q.device, need_weights=False)
+    if name == "xformers" and gen_mask is None:
+        import xformers.ops as xops
+        from xformers.ops.fmha import attn_bias as xbias
+
+        seqlens = [b - a for a, b in itertools.pairwise(cu_seqlens)]
+        mask_cls = xbias.BlockDiagonalCausalMask if causal else xbias.BlockDiagonalMask
+        return xops.memory_efficient_attention(
+            q[None], k[None], v[None], attn_bias=mask_cls.from_seqlens(seqlens)
+        )[0]
+    if name == "xformers":
+        name = "sdpa"  # arbitrary per-cell masks: per-cell dense attention below
+    out = torch.empty_like(q)
+    for start, stop in itertools.pairwise(cu_seqlens):
+        # [n, H, D] -> [1, H, n, D]
+        qc, kc, vc = (t[start:stop].transpose(0, 1)[None] for t in (q, k, v))
+        mask = None
+        if gen_mask is not None:
+            g = gen_mask[start:stop]
+            n = stop - start
+            mask = ((~g)[None, :] | torch.eye(n, dtype=torch.bool, device=q.device))[None, None]
+        oc = _cell_attention(qc, kc, vc, mask, causal, name)
+        out[start:stop] = oc[0].transpose(0, 1)
+    return out
+
+
+def _cell_attention(q, k, v, mask, causal, name):
+    """Dense attention for one cell; picks the fastest exact kernel for the dtype and device."""
+    if name == "math" or (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+        # on CPU, bf16 GEMMs + softmax beat the fused CPU kernel for cell-sized sequences
+        scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))
+        if mask is not None:
+            scores.masked_fill_(~mask, float("-inf"))
+        elif causal:
+            n = q.shape[-2]
+            upper = torch.ones(n, n, dtype=torch.bool, device=q.device).triu_(1)
+            scores.masked_fill_(upper, float("-inf"))
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, is_causal=causal and mask is None
+    )
