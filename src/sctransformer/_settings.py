@@ -47,7 +47,9 @@ class SctSettings:
     def verbosity(self, value: int | str) -> None:
         if isinstance(value, str):
             if value not in _VERBOSITY_NAMES:
-                raise ValueError(f"verbosity {value!r} unknown; use one of {list(_VERBOSITY_NAMES)}")
+                raise ValueError(
+                    f"verbosity {value!r} unknown; use one of {list(_VERBOSITY_NAMES)}"
+                )
             value = _VERBOSITY_NAMES[value]
         self._verbosity = int(value)
 

@@ -15,7 +15,9 @@ def _fmt_delta(delta: timedelta) -> str:
     return f"{int(secs // 3600):01d}:{int(secs % 3600 // 60):02d}:{secs % 60:05.2f}"
 
 
-def _log(level: int, msg: str, *, time: datetime | None = None, deep: str | None = None) -> datetime:
+def _log(
+    level: int, msg: str, *, time: datetime | None = None, deep: str | None = None
+) -> datetime:
     now = datetime.now()
     if settings.verbosity >= level:
         if time is not None:

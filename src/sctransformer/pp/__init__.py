@@ -1,1 +1,5 @@
-"""pp."""
+"""Preprocessing: AnnData → transformer inputs."""
+
+from ._tokenize import tokenize
+
+__all__ = ["tokenize"]

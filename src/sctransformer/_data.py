@@ -1,0 +1,41 @@
+"""Read an AnnData's expression in CSR chunks of cells, whatever its storage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def expression_matrix(adata, layer: str | None):
+    """The matrix to read: ``X`` or a layer (works on backed AnnData)."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise ValueError(f"layer {layer!r} not found; available layers: {list(adata.layers)}")
+    return adata.layers[layer]
+
+
+def to_csr(block) -> sp.csr_matrix:
+    """A chunk as CSR with sorted indices and float64 data (copies; never edits the input)."""
+    if sp.issparse(block):
+        csr = sp.csr_matrix(block, dtype=np.float64, copy=True)
+    else:
+        csr = sp.csr_matrix(np.asarray(block, dtype=np.float64))
+    csr.sum_duplicates()
+    csr.sort_indices()
+    return csr
+
+
+def iter_chunks(
+    adata, *, layer: str | None = None, chunk_size: int = 4096
+) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+    """Yield ``(start, stop, csr)`` over cells; backed data are read one chunk at a time."""
+    x = expression_matrix(adata, layer)
+    if isinstance(x, sp.csc_matrix | sp.csc_array):
+        x = x.tocsr()  # row slices of CSC cost a full pass each
+    n = adata.n_obs
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        yield start, stop, to_csr(x[start:stop])
