@@ -1,0 +1,1 @@
+"""Converters from published checkpoint layouts to this package's model."""
