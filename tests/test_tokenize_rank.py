@@ -1,0 +1,302 @@
+"""``sct.pp.tokenize(method="rank")`` against a plain per-cell Geneformer reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from anndata import AnnData
+
+import sctransformer as sct
+from sctransformer.tokenizers import GeneVocab
+
+
+def dense(adata: AnnData) -> np.ndarray:
+    x = adata.X
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+
+
+def reference_medians(x: np.ndarray, usable: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
+    """Per gene, np.median of its nonzero normalised values over all cells (NaN if none)."""
+    out = np.full(x.shape[1], np.nan)
+    totals = x.sum(axis=1)
+    for j in range(x.shape[1]):
+        if not usable[j]:
+            continue
+        vals = [x[i, j] / totals[i] * target_sum for i in range(x.shape[0]) if x[i, j] > 0]
+        if vals:
+            out[j] = np.median(np.array(vals, dtype=np.float64))
+    return out
+
+
+def reference_rank(
+    x: np.ndarray,
+    gene_ids: np.ndarray,
+    medians: np.ndarray,
+    *,
+    pad_id: int,
+    cls_id: int | None,
+    eos_id: int | None,
+    max_length: int,
+    target_sum: float = 1e4,
+    pad_value: float = -2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Geneformer's rank-value encoding, one cell at a time over a dense float64 row."""
+    n_special = (cls_id is not None) + (eos_id is not None)
+    rows_t, rows_v = [], []
+    for row in x:
+        total = row.sum()  # over ALL genes, in or out of the vocabulary
+        genes, scores = [], []
+        for j in range(len(row)):
+            m = medians[j]
+            if row[j] > 0 and gene_ids[j] >= 0 and np.isfinite(m) and m > 0:
+                genes.append(j)
+                scores.append(row[j] / total * target_sum / m)
+        genes = np.array(genes, dtype=np.int64)
+        scores = np.array(scores, dtype=np.float64)
+        order = np.argsort(-scores, kind="stable")[: max_length - n_special]
+        t = list(gene_ids[genes[order]])
+        v = list(scores[order].astype(np.float32))
+        if cls_id is not None:
+            t, v = [cls_id, *t], [pad_value, *v]
+        if eos_id is not None:
+            t, v = [*t, eos_id], [*v, pad_value]
+        rows_t.append(t)
+        rows_v.append(v)
+    width = max(len(t) for t in rows_t)
+    tokens = np.full((len(rows_t), width), pad_id, dtype=np.int64)
+    values = np.full((len(rows_t), width), pad_value, dtype=np.float32)
+    for i, (t, v) in enumerate(zip(rows_t, rows_v, strict=True)):
+        tokens[i, : len(t)] = t
+        values[i, : len(v)] = v
+    return tokens, values, np.array([len(t) for t in rows_t])
+
+
+def assert_same(adata: AnnData, ref, key: str = "sct") -> None:
+    tokens, values, n = ref
+    got_t = adata.obsm[f"{key}_tokens"]
+    got_v = adata.obsm[f"{key}_values"]
+    assert got_t.dtype == np.int32
+    assert got_v.dtype == np.float32
+    assert got_t.shape == tokens.shape
+    np.testing.assert_array_equal(got_t, tokens)
+    np.testing.assert_array_equal(got_v, values)  # exact: same float64 arithmetic, then float32
+    np.testing.assert_array_equal(adata.obs[f"{key}_n_tokens"].to_numpy(), n)
+
+
+def test_rank_with_data_medians(counts):
+    x = dense(counts)
+    sct.pp.tokenize(counts, method="rank")
+    vocab = GeneVocab.from_json(counts.uns["sct"]["vocab"])
+    ids = vocab.encode_genes(counts.var_names)
+    med = reference_medians(x, ids >= 0)
+    ref = reference_rank(
+        x, ids, med, pad_id=vocab.pad_id, cls_id=vocab.cls_id, eos_id=None, max_length=2048
+    )
+    assert_same(counts, ref)
+    params = counts.uns["sct"]["params"]
+    assert params["gene_medians"] == "data"
+    # the data's medians are recorded in the stored vocabulary, exactly
+    for j, g in enumerate(counts.var_names):
+        if np.isfinite(med[j]):
+            assert vocab.gene_medians[g] == med[j]
+
+
+def test_rank_given_medians_mapping_and_truncation(counts):
+    rng = np.random.default_rng(1)
+    x = dense(counts)
+    # medians for 2/3 of the genes, as a Series; the others are not ranked at all
+    names = counts.var_names[rng.permutation(counts.n_vars)[: 2 * counts.n_vars // 3]]
+    given = pd.Series(rng.uniform(0.5, 50.0, len(names)), index=names)
+    sct.pp.tokenize(counts, method="rank", gene_medians=given, max_length=40)
+    vocab = GeneVocab.from_json(counts.uns["sct"]["vocab"])
+    ids = vocab.encode_genes(counts.var_names)
+    med = given.reindex(counts.var_names).to_numpy(dtype=np.float64)
+    ref = reference_rank(
+        x, ids, med, pad_id=vocab.pad_id, cls_id=vocab.cls_id, eos_id=None, max_length=40
+    )
+    assert ref[0].shape[1] == 40  # truncation is exercised
+    assert_same(counts, ref)
+    assert counts.uns["sct"]["params"]["gene_medians"] == "given"
+
+
+def test_rank_vocab_medians_are_the_default(counts):
+    rng = np.random.default_rng(2)
+    meds = {
+        g: float(m) for g, m in zip(counts.var_names, rng.uniform(1, 9, counts.n_vars), strict=True)
+    }
+    vocab = GeneVocab.from_genes(counts.var_names, gene_medians=meds)
+    x = dense(counts)
+    sct.pp.tokenize(counts, method="rank", vocab=vocab, target_sum=2e4, max_length=64)
+    ids = vocab.encode_genes(counts.var_names)
+    med = np.array([meds[g] for g in counts.var_names])
+    ref = reference_rank(
+        x,
+        ids,
+        med,
+        pad_id=vocab.pad_id,
+        cls_id=vocab.cls_id,
+        eos_id=None,
+        max_length=64,
+        target_sum=2e4,
+    )
+    assert_same(counts, ref)
+    assert counts.uns["sct"]["params"]["gene_medians"] == "vocab"
+
+
+def test_rank_ties_in_var_order(make_counts):
+    # tiny depth: most nonzero counts are 1 or 2, so almost every cell has long runs of ties
+    adata = make_counts(120, 200, mean_depth=0.3, seed=5)
+    x = dense(adata)
+    assert any(len(np.unique(r[r > 0])) < (r > 0).sum() / 2 for r in x)
+    sct.pp.tokenize(adata, method="rank", gene_medians="none", pad_value=-1.0)
+    vocab = GeneVocab.from_json(adata.uns["sct"]["vocab"])
+    ids = vocab.encode_genes(adata.var_names)
+    ref = reference_rank(
+        x,
+        ids,
+        np.ones(adata.n_vars),
+        pad_id=vocab.pad_id,
+        cls_id=vocab.cls_id,
+        eos_id=None,
+        max_length=2048,
+        pad_value=-1.0,
+    )
+    assert_same(adata, ref)
+
+
+def test_rank_nearly_equal_scores_are_ordered_exactly(make_counts):
+    # medians that make float64 scores differ only beyond float32 precision
+    adata = make_counts(60, 120, seed=8)
+    x = dense(adata)
+    med = np.full(adata.n_vars, 3.0)
+    med[1::2] = np.nextafter(3.0, 4.0)
+    given = dict(zip(adata.var_names, med, strict=True))
+    sct.pp.tokenize(adata, method="rank", gene_medians=given)
+    vocab = GeneVocab.from_json(adata.uns["sct"]["vocab"])
+    ref = reference_rank(
+        x,
+        vocab.encode_genes(adata.var_names),
+        med,
+        pad_id=vocab.pad_id,
+        cls_id=vocab.cls_id,
+        eos_id=None,
+        max_length=2048,
+    )
+    assert_same(adata, ref)
+
+
+def test_rank_totals_cover_genes_outside_the_vocabulary(counts):
+    # half the genes are unknown: they are not tokens but still count towards the cell total
+    x = dense(counts)
+    known = list(counts.var_names[::2])
+    meds = dict.fromkeys(known, 2.0)
+    vocab = GeneVocab.from_genes(known, gene_medians=meds)
+    sct.pp.tokenize(counts, method="rank", vocab=vocab, min_gene_fraction=0.4)
+    ids = vocab.encode_genes(counts.var_names)
+    assert (ids < 0).sum() == counts.n_vars // 2
+    med = np.where(ids >= 0, 2.0, np.nan)
+    ref = reference_rank(
+        x, ids, med, pad_id=vocab.pad_id, cls_id=vocab.cls_id, eos_id=None, max_length=2048
+    )
+    assert_same(counts, ref)
+
+
+# --- Geneformer V1 / V2 settings with a token + median dictionary written here --------------
+
+
+def _geneformer_setup(n_cells: int, n_genes: int, *, specials, seed: int, depth: float):
+    """Data named by symbols; a dictionary of Ensembl-like ids with medians and aliases.
+
+    The dictionary knows 90% of the data's genes (plus a few the data lacks).
+    """
+    rng = np.random.default_rng(seed)
+    symbols = [f"SYM{j}" for j in range(n_genes)]
+    ens = [f"ENSG{j + 10_000:011d}" for j in range(n_genes + 20)]
+    known = rng.permutation(n_genes)[: int(0.9 * n_genes)]
+    dict_genes = [ens[j] for j in sorted(known)] + ens[n_genes:]
+    medians = {g: float(rng.uniform(0.2, 20.0)) for g in dict_genes}
+    aliases = {symbols[j]: ens[j] for j in known}
+    vocab = GeneVocab.from_genes(
+        dict_genes, specials=specials, gene_medians=medians, aliases=aliases
+    )
+    mu = rng.lognormal(0.0, 1.0, size=(n_cells, n_genes)) * depth
+    x = rng.poisson(mu).astype(np.float32)
+    adata = AnnData(sp.csr_matrix(x), var=pd.DataFrame(index=symbols))
+    med = np.array([medians.get(aliases.get(s, ""), np.nan) for s in symbols])
+    return adata, vocab, med
+
+
+def test_geneformer_v1_settings():
+    adata, vocab, med = _geneformer_setup(
+        30, 2600, specials=["<pad>", "<mask>"], seed=11, depth=8.0
+    )
+    x = dense(adata)
+    assert ((x > 0) & np.isfinite(med)).sum(axis=1).max() > 2048  # the crop matters
+    sct.pp.tokenize(adata, method="rank", vocab=vocab, max_length=2048, add_cls=False)
+    ref = reference_rank(
+        x,
+        vocab.encode_genes(adata.var_names),
+        med,
+        pad_id=vocab.pad_id,
+        cls_id=None,
+        eos_id=None,
+        max_length=2048,
+    )
+    assert ref[0].shape[1] == 2048
+    assert_same(adata, ref)
+    # V1 has no <cls>: every token is a gene
+    assert not np.isin(adata.obsm["sct_tokens"], [vocab["<mask>"]]).any()
+
+
+def test_geneformer_v2_settings():
+    adata, vocab, med = _geneformer_setup(
+        12, 4800, specials=["<pad>", "<mask>", "<cls>", "<eos>"], seed=12, depth=20.0
+    )
+    x = dense(adata)
+    assert ((x > 0) & np.isfinite(med)).sum(axis=1).max() > 4094
+    sct.pp.tokenize(adata, method="rank", vocab=vocab, max_length=4096, add_cls=True, add_eos=True)
+    ref = reference_rank(
+        x,
+        vocab.encode_genes(adata.var_names),
+        med,
+        pad_id=vocab.pad_id,
+        cls_id=vocab.cls_id,
+        eos_id=vocab.eos_id,
+        max_length=4096,
+    )
+    assert ref[0].shape[1] == 4096
+    assert_same(adata, ref)
+    tok = adata.obsm["sct_tokens"]
+    n = adata.obs["sct_n_tokens"].to_numpy()
+    assert (tok[:, 0] == vocab.cls_id).all()
+    assert (tok[np.arange(len(n)), n - 1] == vocab.eos_id).all()
+    assert n.max() == 4096  # 4,094 genes + <cls> + <eos>
+
+
+def test_rank_without_cls_token_in_vocab_fails_clearly():
+    adata, vocab, _ = _geneformer_setup(5, 50, specials=["<pad>", "<mask>"], seed=3, depth=2.0)
+    with pytest.raises(ValueError, match="no <cls> token"):
+        sct.pp.tokenize(adata, method="rank", vocab=vocab, add_cls=True)
+    assert "sct_tokens" not in adata.obsm
+
+
+def test_rank_on_pbmc(pbmc):
+    x = dense(pbmc)
+    sct.pp.tokenize(pbmc, method="rank", max_length=256, add_eos=True)
+    vocab = GeneVocab.from_json(pbmc.uns["sct"]["vocab"])
+    ids = vocab.encode_genes(pbmc.var_names)
+    med = np.array([vocab.gene_medians.get(g, np.nan) for g in pbmc.var_names])
+    # the recorded medians are the data's own
+    np.testing.assert_array_equal(med, reference_medians(x, ids >= 0))
+    ref = reference_rank(
+        x,
+        ids,
+        med,
+        pad_id=vocab.pad_id,
+        cls_id=vocab.cls_id,
+        eos_id=vocab.eos_id,
+        max_length=256,
+    )
+    assert_same(pbmc, ref)
