@@ -360,10 +360,22 @@ def _medians(adata, method, gene_medians, vocab, names, gene_ids, layer, enc, ch
     elif gene_medians is None:
         source = "vocab" if vocab.gene_medians else "data"
     else:
-        lookup = dict(gene_medians.items())
-        med = np.array([lookup.get(n, np.nan) for n in names], dtype=np.float64)
+        # keys may be the data's names or the vocabulary's tokens they map to (Geneformer's
+        # dictionary is keyed by Ensembl id; data may use symbols or versioned ids)
+        lookup = {str(k): v for k, v in gene_medians.items()}
+        tokens = vocab.id_to_token(np.maximum(gene_ids, 0)) if len(vocab) else []
+        med = np.full(len(names), np.nan)
+        for j, (name, i) in enumerate(zip(names, gene_ids, strict=True)):
+            m = lookup.get(name)
+            if m is None and i >= 0:
+                m = lookup.get(tokens[j])
+            if m is not None:
+                med[j] = float(m)
         if not np.isfinite(med).any():
-            raise ValueError("gene_medians names none of the data's genes; check its keys")
+            raise ValueError(
+                "gene_medians names none of the data's genes (nor their vocabulary tokens); "
+                "check its keys"
+            )
         return med, "given"
     if source == "none":
         return np.where(gene_ids >= 0, 1.0, np.nan), "none"
