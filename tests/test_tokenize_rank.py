@@ -300,3 +300,29 @@ def test_rank_on_pbmc(pbmc):
         max_length=256,
     )
     assert_same(pbmc, ref)
+
+
+@pytest.mark.parametrize("naming", ["symbols", "versioned"])
+def test_given_median_dictionary_keyed_by_vocab_ids(naming):
+    # Geneformer ships its median dictionary keyed by Ensembl id; data named by symbols (through
+    # the vocabulary's aliases) or by versioned ids must still find each gene's median
+    adata, vocab, med = _geneformer_setup(40, 300, specials=["<pad>", "<mask>"], seed=21, depth=2.0)
+    medians = dict(vocab.gene_medians)
+    bare = GeneVocab.from_dict({**vocab.to_dict(), "gene_medians": {}})
+    if naming == "versioned":
+        ens = [
+            bare.aliases.get(s, f"ENSG{9_000_000 + j:011d}") for j, s in enumerate(adata.var_names)
+        ]
+        adata.var_names = [f"{e}.{j % 5 + 1}" for j, e in enumerate(ens)]
+    x = dense(adata)
+    sct.pp.tokenize(adata, method="rank", vocab=bare, gene_medians=medians, add_cls=False)
+    ref = reference_rank(
+        x,
+        bare.encode_genes(adata.var_names),
+        med,
+        pad_id=bare.pad_id,
+        cls_id=None,
+        eos_id=None,
+        max_length=2048,
+    )
+    assert_same(adata, ref)
