@@ -32,7 +32,8 @@ def _model(**kw):
     ids=["post-relu", "pre-gelu", "scgpt-like", "bins"],
 )
 @pytest.mark.parametrize("objective", ["mlm", "ntp", "generative"])
-def test_packed_path_equals_padded_path(kw, objective):
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+def test_packed_path_equals_padded_path(kw, objective, backend):
     model = _model(**kw)
     tokens, lengths = padded_batch([20, 13, 4, 17])
     values = None
@@ -44,7 +45,9 @@ def test_packed_path_equals_padded_path(kw, objective):
     gen = gen if objective == "generative" else None
     with torch.no_grad():
         ref = model(tokens, values, lengths=lengths, objective=objective, gen_mask=gen)
-    packed = model.encode(tokens, values, lengths=lengths, objective=objective, gen_mask=gen)
+    packed = model.encode(
+        tokens, values, lengths=lengths, objective=objective, gen_mask=gen, backend=backend
+    )
     pad = ref.padding_mask
     torch.testing.assert_close(packed.hidden, ref.last_hidden_state[pad], atol=1e-5, rtol=0)
     torch.testing.assert_close(packed.to_padded()[pad], ref.last_hidden_state[pad])

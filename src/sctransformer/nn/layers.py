@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention, varlen_attention
+from .attention import Workspace, attention, varlen_attention
 from .config import TransformerConfig
 
 __all__ = ["EncoderLayer", "FeedForward", "SelfAttention"]
@@ -20,6 +20,13 @@ def _cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | N
 
 def _linear(x: torch.Tensor, layer: nn.Linear, dtype: torch.dtype | None) -> torch.Tensor:
     return F.linear(x, _cast(layer.weight, dtype), _cast(layer.bias, dtype))
+
+
+def _linear_into(
+    x: torch.Tensor, layer: nn.Linear, dtype: torch.dtype | None, out: torch.Tensor
+) -> torch.Tensor:
+    """``x @ W.T + b`` written into a reused buffer (saves a large fresh allocation)."""
+    return torch.addmm(_cast(layer.bias, dtype), x, _cast(layer.weight, dtype).t(), out=out)
 
 
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm, dtype: torch.dtype | None) -> torch.Tensor:
@@ -79,15 +86,28 @@ class SelfAttention(nn.Module):
         gen_mask: torch.Tensor | None,
         backend: str | None,
         dtype: torch.dtype | None,
+        workspace: Workspace,
     ) -> torch.Tensor:
-        """Attention on packed tokens ``x`` ``[T, d]`` (cells back to back, no padding)."""
+        """Attention on packed tokens ``x`` ``[T, d]`` (cells back to back, no padding).
+
+        Returns the output projection in a workspace buffer named ``"proj"``.
+        """
         t, d = x.shape
-        qkv = _linear(x, self.qkv, dtype).view(t, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(1)  # each [T, H, D]
-        out = varlen_attention(
-            q, k, v, cu_seqlens, causal=causal, gen_mask=gen_mask, backend=backend
+        qkv = _linear_into(x, self.qkv, dtype, workspace.get("qkv", (t, 3 * d), x))
+        q, k, v = qkv.view(t, 3, self.num_heads, self.head_dim).unbind(1)  # each [T, H, D]
+        heads = workspace.get("heads", (t, self.num_heads, self.head_dim), x)
+        varlen_attention(
+            q,
+            k,
+            v,
+            cu_seqlens,
+            causal=causal,
+            gen_mask=gen_mask,
+            backend=backend,
+            out=heads,
+            workspace=workspace,
         )
-        return _linear(out.reshape(t, d), self.out, dtype)
+        return _linear_into(heads.view(t, d), self.out, dtype, workspace.get("proj", (t, d), x))
 
 
 class FeedForward(nn.Module):
@@ -155,12 +175,36 @@ class EncoderLayer(nn.Module):
         gen_mask: torch.Tensor | None = None,
         backend: str | None = None,
         dtype: torch.dtype | None = None,
+        workspace: Workspace | None = None,
     ) -> torch.Tensor:
-        """Inference forward on packed tokens ``[T, d]``; ``dtype`` casts the weights."""
-        kwargs = dict(causal=causal, gen_mask=gen_mask, backend=backend, dtype=dtype)
-        attn, ffn = self.attention.forward_packed, self.ffn
+        """Inference forward on packed tokens ``[T, d]``; ``dtype`` casts the weights.
+
+        Same arithmetic as :meth:`forward`, with large temporaries reused from ``workspace`` and
+        residuals and activations applied in place.
+        """
+        ws = workspace or Workspace()
+        t, d = x.shape
+
+        def attn(h):
+            return self.attention.forward_packed(
+                h,
+                cu_seqlens,
+                causal=causal,
+                gen_mask=gen_mask,
+                backend=backend,
+                dtype=dtype,
+                workspace=ws,
+            )
+
+        def ffn(h):
+            inner = _linear_into(
+                h, self.ffn.fc1, dtype, ws.get("ffn", (t, self.ffn.fc1.out_features), h)
+            )
+            inner = inner.relu_() if self.ffn.activation is F.relu else self.ffn.activation(inner)
+            return _linear_into(inner, self.ffn.fc2, dtype, ws.get("proj", (t, d), h))
+
         if self.pre_norm:
-            x = x + attn(_layer_norm(x, self.attention_norm, dtype), cu_seqlens, **kwargs)
-            return x + ffn(_layer_norm(x, self.ffn_norm, dtype), dtype)
-        x = _layer_norm(x + attn(x, cu_seqlens, **kwargs), self.attention_norm, dtype)
-        return _layer_norm(x + ffn(x, dtype), self.ffn_norm, dtype)
+            x = x + attn(_layer_norm(x, self.attention_norm, dtype))
+            return x.add_(ffn(_layer_norm(x, self.ffn_norm, dtype)))
+        x = _layer_norm(attn(x).add_(x), self.attention_norm, dtype)
+        return _layer_norm(ffn(x).add_(x), self.ffn_norm, dtype)

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .attention import Workspace
 from .config import TransformerConfig
 from .embeddings import CellEmbeddings
 from .heads import BinHead, ClassifierHead, MaskedTokenHead, NextTokenHead, ValueDecoder
@@ -328,6 +329,7 @@ class CellTransformer(nn.Module):
             x = self.embeddings(tokens[mask_pad], packed_values, positions)
             x = x.to(dtype)
             backend = backend or self.config.attention_backend
+            workspace = Workspace()
             for layer in self.layers:
                 x = layer.forward_packed(
                     x,
@@ -336,6 +338,7 @@ class CellTransformer(nn.Module):
                     gen_mask=packed_gen,
                     backend=backend,
                     dtype=dtype,
+                    workspace=workspace,
                 )
             if self.final_norm is not None:
                 x = _layer_norm(x, self.final_norm, dtype)
