@@ -1,6 +1,21 @@
 """Model registry and the checkpoint format (torch is imported only when a model loads)."""
 
+from ._fetch import ChecksumError, DownloadError, OfflineError
 from ._io import save
-from ._registry import available, load, resolve
+from ._registry import ModelEntry, RemoteFile, available, files, load, resolve
+from ._safe_pickle import UnsafePickleError, load_pickle
 
-__all__ = ["available", "load", "resolve", "save"]
+__all__ = [
+    "ChecksumError",
+    "DownloadError",
+    "ModelEntry",
+    "OfflineError",
+    "RemoteFile",
+    "UnsafePickleError",
+    "available",
+    "files",
+    "load",
+    "load_pickle",
+    "resolve",
+    "save",
+]
