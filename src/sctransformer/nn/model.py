@@ -291,6 +291,7 @@ class CellTransformer(nn.Module):
         gen_mask: torch.Tensor | None = None,
         precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32",
         backend: str | None = None,
+        output_layer: int = -1,
     ) -> PackedOutput:
         """Fast inference: the same numbers as :meth:`forward`, no compute spent on padding.
 
@@ -306,6 +307,11 @@ class CellTransformer(nn.Module):
         precision
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"`` (bf16 where the hardware runs
             it fast); see :func:`~sctransformer.nn.precision.resolve_precision`.
+        output_layer
+            Return this layer's output: -1 the last (default), -2 the one before (Geneformer
+            V1's embedding layer), or 1-based from the bottom. Layers above it are not run.
+            The final LayerNorm of pre-LN models applies only to the last layer, matching
+            ``hidden_states`` of :meth:`forward`.
 
         Returns
         -------
@@ -315,6 +321,13 @@ class CellTransformer(nn.Module):
         self._check_objective(objective, gen_mask)
         if self.training:
             raise RuntimeError("encode() is for inference; call model.eval() first")
+        n_layers = len(self.layers)
+        if output_layer == 0 or not -n_layers <= output_layer <= n_layers:
+            raise ValueError(
+                f"output_layer={output_layer} is out of range for {n_layers} layers; use "
+                f"1..{n_layers} or -1..-{n_layers}"
+            )
+        n_run = output_layer if output_layer > 0 else n_layers + 1 + output_layer
         mask_pad = self._padding_mask(tokens, lengths, padding_mask)
         counts = mask_pad.sum(1)
         cu = torch.zeros(len(counts) + 1, dtype=torch.long, device=tokens.device)
@@ -330,7 +343,7 @@ class CellTransformer(nn.Module):
             x = x.to(dtype)
             backend = backend or self.config.attention_backend
             workspace = Workspace()
-            for layer in self.layers:
+            for layer in self.layers[:n_run]:
                 x = layer.forward_packed(
                     x,
                     cu_list,
@@ -340,6 +353,6 @@ class CellTransformer(nn.Module):
                     dtype=dtype,
                     workspace=workspace,
                 )
-            if self.final_norm is not None:
+            if self.final_norm is not None and n_run == n_layers:
                 x = _layer_norm(x, self.final_norm, dtype)
         return PackedOutput(hidden=x.float(), cu_seqlens=cu, padding_mask=mask_pad)

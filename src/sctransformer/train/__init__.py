@@ -1,1 +1,1 @@
-"""train."""
+"""Training: the shared batching path, objectives and the pretraining loop (no AnnData)."""

@@ -1,0 +1,223 @@
+"""``sct.tl.pretrain``: train a transformer on the user's own cells."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _validate
+from .. import logging as logg
+from ..nn.config import TransformerConfig
+from ..tokenizers import GeneVocab
+from ..train.data import TokenArrays
+from ..train.loop import TrainConfig, config_dict, init_distributed_from_env, train
+from ._inputs import record_params, resolve_device
+
+_VALUE_INPUT = {"rank": "none", "bin": "bins", "adaptive_bin": "bins", "value": "continuous"}
+
+
+def default_config(
+    vocab: GeneVocab, params: dict, objective: str, width: int, **kw
+) -> TransformerConfig:
+    """A small encoder sized for the tokens at hand (override any field through ``kw``)."""
+    method = params["method"]
+    value_input = _VALUE_INPUT[method]
+    heads = ["ntp"] if objective == "ntp" else ["mlm"]
+    if value_input == "bins":
+        heads.append("bins")
+    elif value_input == "continuous":
+        heads.append("value")
+    cfg = {
+        "vocab_size": len(vocab),
+        "hidden_size": 128,
+        "num_layers": 4,
+        "num_heads": 4,
+        "ffn_size": 256,
+        "max_positions": width if method == "rank" else 0,
+        "value_input": value_input,
+        "n_value_bins": int(params.get("n_bins", 51)),
+        "pad_token_id": vocab.pad_id,
+        "heads": heads,
+    }
+    cfg.update(kw)
+    return TransformerConfig(**cfg)
+
+
+def pretrain(
+    adata: AnnData,
+    *,
+    model=None,
+    objective: Literal["mlm", "ntp", "generative"] = "mlm",
+    method: Literal["rank", "bin", "adaptive_bin", "value"] = "rank",
+    tokens_key: str = "sct",
+    epochs: int = 1,
+    max_steps: int | None = None,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int | None = None,
+    clip: float = 1.0,
+    mask_prob: float = 0.15,
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 0,
+    resume_from: str | None = None,
+    key_added: str = "sct_pretrain",
+):
+    """Pretrain a transformer on ``adata``'s cells and return it.
+
+    Reads tokens from ``obsm`` (``tokens_key``); when absent, tokenizes first with ``method``
+    (writing the tokens, as :func:`sctransformer.pp.tokenize` would). Trains with AdamW,
+    linear warm-up and cosine decay, gradient clipping and length-grouped batches; every random
+    choice is seeded by ``seed`` and the step, so runs are reproducible on CPU and resuming from
+    a checkpoint gives the uninterrupted result. Under ``torchrun`` the same call trains with
+    DistributedDataParallel (gloo on CPU, nccl on GPU).
+
+    Parameters
+    ----------
+    adata
+        Cells × genes.
+    model
+        ``None`` builds a small encoder (:func:`default_config`); a
+        :class:`~sctransformer.nn.TransformerConfig` builds that architecture; a model (or its
+        name/path) continues training it. Its vocabulary must be the tokens' vocabulary.
+    objective
+        ``"mlm"`` masked tokens (Geneformer, scBERT, scGPT); ``"ntp"`` next token (tGPT,
+        scMulan; needs an ``"ntp"`` head); ``"generative"`` scGPT's generative attention mask.
+    method
+        Tokenization when ``adata`` has none yet.
+    tokens_key
+        Prefix of the token arrays in ``obsm``/``obs``/``uns``.
+    epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, clip, mask_prob
+        Optimisation; ``warmup_steps`` defaults to 5% of the steps.
+    precision
+        Autocast precision. ``"auto"``: mixed precision (bf16, or fp16 where bf16 is missing)
+        on CUDA, fp32 on CPU, where bf16 autocast made training steps slower.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``.
+    seed
+        Seeds initialisation, batch order, masking and dropout.
+    checkpoint_dir, checkpoint_every
+        Write ``checkpoint_dir/step-N`` every N steps (model folder + optimiser state).
+    resume_from
+        A ``step-N`` folder to continue from.
+    key_added
+        ``uns`` key of the loss history and parameters.
+
+    Returns
+    -------
+    The trained model (eval mode). Writes ``uns["sct_pretrain"]``: ``{"params": ...,
+    "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
+    """
+    import torch
+
+    from ..models import resolve
+
+    _validate.check_nonempty(adata)
+    cfg = TrainConfig(
+        objective=objective,
+        epochs=epochs,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        clip=clip,
+        mask_prob=mask_prob,
+        seed=seed,
+        precision=precision,
+        checkpoint_every=checkpoint_every,
+        checkpoint_dir=checkpoint_dir,
+    )
+    existing = None
+    if model is not None and not isinstance(model, TransformerConfig):
+        existing = resolve(model)
+    if f"{tokens_key}_tokens" not in adata.obsm:
+        from ..pp import tokenize
+
+        if existing is not None:
+            tokenize(adata, vocab=existing, key_added=tokens_key)
+        else:
+            tokenize(adata, method=method, key_added=tokens_key)
+    if tokens_key not in adata.uns or "vocab" not in adata.uns[tokens_key]:
+        raise ValueError(
+            f"obsm['{tokens_key}_tokens'] exists but uns[{tokens_key!r}] has no vocabulary; "
+            "re-run sct.pp.tokenize"
+        )
+    vocab = GeneVocab.from_json(adata.uns[tokens_key]["vocab"])
+    params = dict(adata.uns[tokens_key]["params"])
+    if params["method"] == "sentence":
+        raise ValueError("method='sentence' makes text for language models, not model tokens")
+    data = TokenArrays(
+        tokens=np.asarray(adata.obsm[f"{tokens_key}_tokens"]),
+        values=np.asarray(adata.obsm[f"{tokens_key}_values"]),
+        lengths=adata.obs[f"{tokens_key}_n_tokens"].to_numpy(),
+        pad_id=vocab.pad_id,
+        pad_value=float(params.get("pad_value", -2.0)),
+    )
+    if objective == "generative" or objective == "mlm":
+        vocab.mask_id  # noqa: B018 - raises a clear error when the vocabulary has no <mask>
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if existing is not None:
+            net = existing
+            if net.vocab != vocab:
+                raise ValueError(
+                    "the model's vocabulary differs from the tokens' vocabulary; tokenize with "
+                    f"sct.pp.tokenize(adata, vocab=model, key_added={tokens_key!r}) first"
+                )
+        else:
+            from ..nn.model import CellTransformer
+
+            config = model or default_config(vocab, params, objective, data.tokens.shape[1])
+            if config.vocab_size != len(vocab):
+                raise ValueError(
+                    f"config.vocab_size={config.vocab_size} but the vocabulary has {len(vocab)} "
+                    "tokens; set vocab_size=len(vocab)"
+                )
+            net = CellTransformer(config)
+            net.vocab = vocab
+    if objective == "ntp" and "ntp" not in net.heads:
+        raise ValueError("objective='ntp' needs a model with an 'ntp' head (config heads=['ntp'])")
+    if net.config.max_positions and data.tokens.shape[1] > net.config.max_positions:
+        raise ValueError(
+            f"cells have up to {data.tokens.shape[1]} tokens but the model has "
+            f"max_positions={net.config.max_positions}; tokenize with max_length<="
+            f"{net.config.max_positions}"
+        )
+    net.tokenize_params = {
+        k: v for k, v in params.items() if k not in ("version", "n_genes_matched")
+    }
+    net.metadata = {
+        **(net.metadata or {}),
+        "objective": objective,
+        "training_data": f"{adata.n_obs} cells × {adata.n_vars} genes",
+    }
+    init_distributed_from_env()
+    dev = resolve_device(device)
+    if precision == "auto" and dev.type == "cpu":
+        # bf16 autocast speeds up inference on these CPUs but slows small-model training
+        # (measured ~2x slower per step), so CPU training stays fp32 unless asked
+        cfg.precision = "fp32"
+    start = logg.info(f"pretraining ({objective}) on {adata.n_obs} cells")
+    history = train(
+        net,
+        data,
+        cfg,
+        is_gene=vocab.is_gene,
+        mask_id=vocab.mask_id if "mlm" in net.heads else 0,
+        device=str(dev),
+        resume_from=resume_from,
+    )
+    adata.uns[key_added] = {
+        "params": record_params(net, device=dev, **config_dict(cfg)),
+        "history": pd.DataFrame(history),
+    }
+    logg.info("    finished", time=start, deep=f"added uns[{key_added!r}]")
+    return net

@@ -1,0 +1,260 @@
+"""The pretraining loop: AdamW, warm-up + cosine decay, clipping, checkpoints, resume, DDP.
+
+Every random choice of step ``s`` (batch order, masking, dropout) is derived from
+``(seed, s)``, so resuming from a checkpoint at step ``s`` continues exactly as an
+uninterrupted run would. Under ``torchrun`` each process takes its share of every global batch
+and the loss is normalised by the global number of predicted positions, so the update equals
+a single-process step on the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import logging as logg
+from .data import TokenArrays, collate, length_grouped_batches
+from .objectives import OBJECTIVES
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of :func:`train`."""
+
+    objective: str = "mlm"
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None  # default: 5% of the steps
+    clip: float = 1.0
+    mask_prob: float = 0.15
+    seed: int = 0
+    precision: str = "auto"
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}; use one of {list(OBJECTIVES)}")
+        if self.batch_size < 1 or self.epochs < 1 or self.lr <= 0:
+            raise ValueError("batch_size and epochs must be positive, and lr > 0")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ValueError("checkpoint_every needs checkpoint_dir")
+
+
+def schedule(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class _Step(torch.nn.Module):
+    """Wraps model + objective so DistributedDataParallel sees one forward per step."""
+
+    def __init__(self, model, objective: str) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = OBJECTIVES[objective]
+
+    def forward(self, batch, **kw):
+        return self.objective(self.model, batch, **kw)
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def init_distributed_from_env() -> bool:
+    """Start the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
+def _plan(data: TokenArrays, cfg: TrainConfig) -> list[np.ndarray]:
+    """Global batches of every epoch, in order; each epoch shuffled from (seed, epoch)."""
+    batches = []
+    for epoch in range(cfg.epochs):
+        batches.extend(
+            length_grouped_batches(
+                data.lengths, cfg.batch_size, shuffle=True, seed=cfg.seed * 7919 + epoch
+            )
+        )
+    if cfg.max_steps is not None:
+        batches = batches[: cfg.max_steps]
+    return batches
+
+
+def train(
+    model,
+    data: TokenArrays,
+    cfg: TrainConfig,
+    *,
+    is_gene: np.ndarray,
+    mask_id: int,
+    device: str = "cpu",
+    resume_from: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Pretrain ``model`` in place on ``data``; returns the loss history (one dict per step)."""
+    from ..nn.precision import autocast_context
+
+    dist = _dist()
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
+    device = torch.device(device)
+    model.to(device).train()
+    step_module = _Step(model, cfg.objective)
+    runner = step_module
+    if dist:
+        runner = torch.nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
+    no_decay = [
+        p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())
+    ]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    batches = _plan(data, cfg)
+    total = len(batches)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
+    history: list[dict] = []
+    start_step = 0
+    if resume_from is not None:
+        start_step, history = _load_state(resume_from, model, opt, sched)
+    is_gene_t = torch.as_tensor(is_gene, dtype=torch.bool, device=device)
+    n_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
+    bar = logg.progress(total=total, desc=f"pretrain ({cfg.objective})", unit="step")
+    bar.update(start_step)
+    with torch.random.fork_rng(devices=[]):
+        for step in range(start_step, total):
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of this step
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_033 + step)  # masking
+            batch = collate(data, batches[step])
+            # masks are drawn for the global batch, then each process keeps its share
+            local = _share(batch, rank, world)
+            kw = {
+                "is_gene": is_gene_t,
+                "mask_id": mask_id,
+                "prob": cfg.mask_prob,
+                "gen": gen,
+                "precision_ctx": autocast_context(cfg.precision, device),
+            }
+            loss_sum, n = _global_objective(runner, batch, local, kw, device, dist)
+            n_total = torch.tensor(float(n), device=device)
+            if dist:
+                dist.all_reduce(n_total)
+            n_total = max(float(n_total), 1.0)
+            loss = loss_sum * (world / n_total)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            sched.step()
+            logged = loss_sum.detach().clone()
+            if dist:
+                dist.all_reduce(logged)
+            record = {
+                "step": step + 1,
+                "epoch": step // n_per_epoch,
+                "loss": float(logged) / n_total,
+                "lr": float(opt.param_groups[0]["lr"]),
+                "n_predicted": int(n_total),
+            }
+            history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            bar.update(1)
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and rank == 0:
+                save_state(
+                    Path(cfg.checkpoint_dir) / f"step-{step + 1}",
+                    model,
+                    opt,
+                    sched,
+                    step + 1,
+                    history,
+                )
+    bar.close()
+    model.eval()
+    return history
+
+
+def _share(batch: dict, rank: int, world: int) -> np.ndarray:
+    """Rows of the global batch this process computes."""
+    return np.arange(len(batch["index"]))[rank::world]
+
+
+def _global_objective(runner, batch, rows, kw, device, dist):
+    """Run the objective on this process's rows of the global batch.
+
+    Random draws are made over the global batch's shape and then sliced (``global_shape`` and
+    ``rows`` entries), so every process corrupts its cells exactly as a single process would.
+    """
+    if dist is None:
+        b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return runner(b, **kw)
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+    local = {k: (v[rows_t].to(device) if torch.is_tensor(v) else v[rows]) for k, v in batch.items()}
+    local["global_shape"] = tuple(batch["tokens"].shape)
+    local["rows"] = rows_t
+    return runner(local, **kw)
+
+
+def save_state(path: Path, model, opt, sched, step: int, history: list[dict]) -> None:
+    """A resumable checkpoint: the model folder plus optimiser and scheduler state."""
+    from ..models._io import save
+
+    save(model, path / "model")
+    torch.save(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step},
+        path / "trainer_state.pt",
+    )
+    (path / "history.json").write_text(json.dumps(history))
+
+
+def _load_state(path, model, opt, sched) -> tuple[int, list[dict]]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / "trainer_state.pt").exists():
+        raise FileNotFoundError(
+            f"{path} is not a training checkpoint (no trainer_state.pt); pass a "
+            "checkpoint_dir/step-N folder written during pretraining"
+        )
+    state = load_file(str(path / "model" / "model.safetensors"))
+    model.load_state_dict(state, strict=False)
+    trainer = torch.load(path / "trainer_state.pt", weights_only=True)
+    opt.load_state_dict(trainer["optimizer"])
+    sched.load_state_dict(trainer["scheduler"])
+    history = json.loads((path / "history.json").read_text())
+    return int(trainer["step"]), history
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The settings as a dict that ``uns`` can hold (no ``None``)."""
+    d = asdict(cfg)
+    for key in ("max_steps", "warmup_steps"):
+        d[key] = -1 if d[key] is None else d[key]
+    d["checkpoint_dir"] = d["checkpoint_dir"] or ""
+    return d

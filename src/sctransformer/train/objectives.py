@@ -1,0 +1,154 @@
+"""Pretraining objectives: masked tokens (MLM), next token (NTP) and scGPT's generative task.
+
+Each objective corrupts a batch with a seeded generator and returns the summed loss and the
+number of predicted positions, so the loss can be normalised by the *global* count across
+processes (what makes distributed training equal single-process training).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MASK_VALUE = -1.0  # continuous input at masked positions (scGPT's mask_value)
+
+
+def _uniform(batch: dict, gen: torch.Generator) -> torch.Tensor:
+    """Uniform draws over the *global* batch, sliced to this process's rows (see loop.py)."""
+    u = torch.rand(batch.get("global_shape", tuple(batch["tokens"].shape)), generator=gen)
+    rows = batch.get("rows")
+    return (u if rows is None else u[rows]).to(batch["tokens"].device)
+
+
+def _randint(batch: dict, gen: torch.Generator, high: int) -> torch.Tensor:
+    shape = batch.get("global_shape", tuple(batch["tokens"].shape))
+    r = torch.randint(high, shape, generator=gen)
+    rows = batch.get("rows")
+    return (r if rows is None else r[rows]).to(batch["tokens"].device)
+
+
+def _choose(candidates: torch.Tensor, prob: float, draw: torch.Tensor) -> torch.Tensor:
+    chosen = (draw < prob) & candidates
+    # every cell with a candidate predicts at least one position, so no batch is empty
+    none = candidates.any(1) & ~chosen.any(1)
+    if none.any():
+        first = torch.where(candidates, draw, torch.full_like(draw, 2.0)).argmin(1)
+        chosen[none, first[none]] = True
+    return chosen
+
+
+def _value_losses(model, hidden, values, chosen) -> tuple[torch.Tensor, int]:
+    loss = hidden.new_zeros(())
+    if "bins" in model.heads:
+        n_bins = model.config.n_value_bins
+        target = values[chosen].long().clamp(0, n_bins - 1)
+        loss = loss + F.cross_entropy(
+            model.heads["bins"](hidden[chosen]).float(), target, reduction="sum"
+        )
+    if "value" in model.heads:
+        pred = model.heads["value"](hidden[chosen]).float()
+        loss = loss + F.mse_loss(pred, values[chosen].float(), reduction="sum")
+    return loss, int(chosen.sum())
+
+
+def masked_batch(
+    batch: dict,
+    *,
+    is_gene: torch.Tensor,
+    mask_id: int,
+    prob: float,
+    gen: torch.Generator,
+    mask_tokens: bool,
+    mask_values: bool,
+) -> tuple[dict, torch.Tensor]:
+    """Corrupt a batch BERT-style: of the chosen gene positions 80% ``<mask>``, 10% a random
+    gene, 10% unchanged (tokens); chosen values are replaced by the mask value."""
+    tokens, values = batch["tokens"], batch["values"]
+    candidates = batch["padding_mask"] & is_gene[tokens]
+    chosen = _choose(candidates, prob, _uniform(batch, gen))
+    new = dict(batch)
+    if mask_tokens:
+        r = _uniform(batch, gen)
+        gene_ids = torch.nonzero(is_gene).ravel()
+        random_gene = gene_ids[_randint(batch, gen, len(gene_ids))]
+        t = tokens.clone()
+        t[chosen & (r < 0.8)] = mask_id
+        swap = chosen & (r >= 0.8) & (r < 0.9)
+        t[swap] = random_gene[swap]
+        new["tokens"] = t
+    if mask_values:
+        v = values.clone()
+        v[chosen] = MASK_VALUE
+        new["values"] = v
+    return new, chosen
+
+
+def mlm_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
+    has_tokens = "mlm" in model.heads
+    corrupted, chosen = masked_batch(
+        batch,
+        is_gene=is_gene,
+        mask_id=mask_id,
+        prob=prob,
+        gen=gen,
+        mask_tokens=has_tokens,
+        mask_values=model.config.value_input != "none",
+    )
+    with precision_ctx:
+        out = model(
+            corrupted["tokens"],
+            corrupted["values"] if model.config.value_input != "none" else None,
+            padding_mask=batch["padding_mask"],
+            objective="mlm",
+        )
+    hidden = out.last_hidden_state
+    loss, n = _value_losses(model, hidden, batch["values"], chosen)
+    if has_tokens:
+        logits = model.heads["mlm"](hidden[chosen]).float()
+        loss = loss + F.cross_entropy(logits, batch["tokens"][chosen], reduction="sum")
+    return loss, n
+
+
+def ntp_loss(model, batch, *, precision_ctx, **_):
+    """Decoder-only: each position predicts the next token (tGPT / scMulan)."""
+    with precision_ctx:
+        out = model(
+            batch["tokens"],
+            batch["values"] if model.config.value_input != "none" else None,
+            padding_mask=batch["padding_mask"],
+            objective="ntp",
+        )
+    hidden = out.last_hidden_state[:, :-1]
+    target = batch["tokens"][:, 1:]
+    valid = batch["padding_mask"][:, 1:]
+    logits = model.heads["ntp"](hidden[valid]).float()
+    return F.cross_entropy(logits, target[valid], reduction="sum"), int(valid.sum())
+
+
+def generative_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
+    """scGPT's generative task: chosen genes are hidden and predicted from the known genes only."""
+    candidates = batch["padding_mask"] & is_gene[batch["tokens"]]
+    chosen = _choose(candidates, prob, _uniform(batch, gen))
+    tokens, values = batch["tokens"].clone(), batch["values"].clone()
+    has_tokens = "mlm" in model.heads
+    if has_tokens:
+        tokens[chosen] = mask_id
+    if model.config.value_input != "none":
+        values[chosen] = MASK_VALUE
+    with precision_ctx:
+        out = model(
+            tokens,
+            values if model.config.value_input != "none" else None,
+            padding_mask=batch["padding_mask"],
+            objective="generative",
+            gen_mask=chosen,
+        )
+    hidden = out.last_hidden_state
+    loss, n = _value_losses(model, hidden, batch["values"], chosen)
+    if has_tokens:
+        logits = model.heads["mlm"](hidden[chosen]).float()
+        loss = loss + F.cross_entropy(logits, batch["tokens"][chosen], reduction="sum")
+    return loss, n
+
+
+OBJECTIVES = {"mlm": mlm_loss, "ntp": ntp_loss, "generative": generative_loss}
