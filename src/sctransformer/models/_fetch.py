@@ -33,6 +33,31 @@ def _place_hint(url: str, sha256: str, dest: Path) -> str:
     )
 
 
+def _download(url: str, output_file, pooch_instance, check_only: bool = False):
+    """pooch downloader over requests that closes its connection on every path (also errors)."""
+    import requests
+
+    with requests.Session() as session:
+        if check_only:
+            with session.head(url, timeout=30, allow_redirects=True) as r:
+                return r.status_code == 200
+        with session.get(url, timeout=30, stream=True) as r:
+            r.raise_for_status()
+            total = int(r.headers.get("content-length", 0)) or None
+            bar = logg.progress(total=total, desc=url.rsplit("/", 1)[-1], unit="B")
+            opened = not hasattr(output_file, "write")
+            out = open(output_file, "w+b") if opened else output_file
+            try:
+                for chunk in r.iter_content(chunk_size=1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
+                if opened:
+                    out.close()
+    return None
+
+
 @contextmanager
 def _quiet_pooch():
     import pooch
@@ -115,7 +140,7 @@ def fetch(
                 known_hash=f"sha256:{sha256}",
                 fname=dest.name,
                 path=dest.parent,
-                progressbar=settings.progress_bars,
+                downloader=_download,
             )
     except ValueError as e:
         if "hash" not in str(e).lower():
