@@ -272,6 +272,9 @@ def convert_geneformer(
         "converter": "geneformer",
         "converter_version": CONVERTER_VERSION,
         "embedding": embedding_defaults(v2, config.num_layers),
+        # read by sct.tl.embed_cells as its defaults
+        "pooling": "cls" if v2 else "mean",
+        "layer": embedding_defaults(v2, config.num_layers)["layer"],
         "dropped_keys": [],
     }
     return model.eval()

@@ -269,6 +269,8 @@ def convert_scgpt(
             "exclude_special_tokens": False,
             "normalize": True,
         },
+        "pooling": "cls",  # read by sct.tl.embed_cells as its defaults
+        "layer": -1,
         "dropped_keys": dropped,
     }
     return model.eval()
