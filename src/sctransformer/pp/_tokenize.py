@@ -23,7 +23,7 @@ from ..tokenizers._encode import (
     Encoded,
     Encoding,
     concat,
-    encode_parallel,
+    encode_blocks,
 )
 
 _OPTIONAL = (
@@ -229,8 +229,8 @@ def tokenize(
         if csr.nnz:
             max_value = max(max_value, float(csr.data.max()))
             all_integer = all_integer and _validate.is_integer_valued(csr)
-        parts.append(
-            encode_parallel(
+        parts.extend(
+            encode_blocks(
                 csr,
                 enc,
                 n_jobs=n_jobs,
@@ -244,7 +244,9 @@ def tokenize(
         )
         bar.update(b - a)
     bar.close()
-    result = concat(parts, pad_value=enc.pad_value)
+    # one join of every block, straight into the stored dtype with the pad id
+    out_dtype = np.int64 if method == "sentence" else np.int32
+    result = concat(parts, pad_value=enc.pad_value, pad_id=pad_id, dtype=out_dtype)
     del parts
 
     n_special = enc.n_special
@@ -294,8 +296,7 @@ def tokenize(
         ]
         written = f"obs[{key_added + '_sentence'!r}]"
     else:
-        tokens = np.where(result.tokens >= 0, result.tokens, pad_id).astype(np.int32)
-        adata.obsm[f"{key_added}_tokens"] = tokens
+        adata.obsm[f"{key_added}_tokens"] = result.tokens
         adata.obsm[f"{key_added}_values"] = result.values
         written = f"obsm[{key_added + '_tokens'!r}], obsm[{key_added + '_values'!r}]"
         if method == "rank" and median_source == "data":

@@ -95,7 +95,7 @@ class Encoded:
     n_tokens: np.ndarray  # (n,) int64
 
 
-def _selected(csr: sp.csr_matrix, score: np.ndarray, enc: Encoding, u: np.ndarray):
+def _selected(csr: sp.csr_matrix, score: np.ndarray, enc: Encoding, u: np.ndarray | None):
     """Per row, positions of the kept elements in output order, and the full descending order.
 
     rank and sentence keep the top genes in descending order; the value encodings keep the top
@@ -178,7 +178,8 @@ def encode_chunk(
         value = value / medians[work.indices]
     rows = _sorting.row_ids(work.indptr)
     tok_of_elem = gene_ids[work.indices]
-    u = _sorting.uniform_hash(enc.seed, rows + row_start, tok_of_elem)
+    needs_u = enc.method == "adaptive_bin" or enc.select == "random"
+    u = _sorting.uniform_hash(enc.seed, rows + row_start, tok_of_elem) if needs_u else None
     keep, order = _selected(work, value, enc, u)
 
     if enc.method == "adaptive_bin":
@@ -250,12 +251,26 @@ def _ascending_nonzero(order: _sorting.PaddedRows, n_nonzero: np.ndarray) -> np.
     return asc
 
 
+# Elements per block of rows: the padded (rows × longest row) work arrays of a block stay a few
+# MiB, so they are reused from the heap (and cache) instead of being mapped afresh per call,
+# which costs more than the arithmetic on them.
+BLOCK_ELEMENTS = 1 << 18
+
+
 def encode_parallel(csr: sp.csr_matrix, enc: Encoding, *, n_jobs: int, **kw) -> Encoded:
-    """``encode_chunk`` over row blocks in threads (numpy releases the GIL in the heavy parts)."""
+    """``encode_chunk`` over small row blocks, in threads (numpy releases the GIL in the heavy
+    parts). Results do not depend on the blocking: every step is per row."""
+    return concat(encode_blocks(csr, enc, n_jobs=n_jobs, **kw), pad_value=enc.pad_value)
+
+
+def encode_blocks(csr: sp.csr_matrix, enc: Encoding, *, n_jobs: int, **kw) -> list[Encoded]:
+    """Like :func:`encode_parallel`, but the blocks' results unjoined (in row order)."""
     n = csr.shape[0]
-    if n_jobs <= 1 or n < 2 * n_jobs:
-        return encode_chunk(csr, enc, **kw)
-    bounds = np.linspace(0, n, n_jobs + 1).astype(int)
+    width = csr.shape[1] if enc.include_zeros else int(np.diff(csr.indptr).max(initial=0))
+    step = max(1, BLOCK_ELEMENTS // max(width, 1))
+    bounds = [*range(0, n, step), n]
+    if len(bounds) <= 2:
+        return [encode_chunk(csr, enc, **kw)]
     prefix = kw.pop("prefix", None)
     totals = kw.pop("totals", None)
     row_start = kw.pop("row_start", 0)
@@ -271,20 +286,25 @@ def encode_parallel(csr: sp.csr_matrix, enc: Encoding, *, n_jobs: int, **kw) -> 
             **kw,
         )
 
-    with ThreadPoolExecutor(n_jobs) as pool:
-        parts = list(pool.map(one, range(n_jobs)))
-    return concat(parts, pad_value=enc.pad_value)
+    if n_jobs <= 1:
+        parts = [one(i) for i in range(len(bounds) - 1)]
+    else:
+        with ThreadPoolExecutor(n_jobs) as pool:
+            parts = list(pool.map(one, range(len(bounds) - 1)))
+    return parts
 
 
-def concat(parts: list[Encoded], *, pad_value: float) -> Encoded:
+def concat(parts: list[Encoded], *, pad_value: float, pad_id: int = -1, dtype=np.int64) -> Encoded:
+    """Stack padded results; token padding (-1 in ``parts``) becomes ``pad_id``."""
     width = max((p.tokens.shape[1] for p in parts), default=0)
     n = sum(len(p.n_tokens) for p in parts)
-    tokens = np.full((n, width), -1, dtype=np.int64)
+    tokens = np.full((n, width), pad_id, dtype=dtype)
     values = np.full((n, width), pad_value, dtype=np.float32)
     r = 0
     for p in parts:
         m, w = p.tokens.shape
-        tokens[r : r + m, :w] = p.tokens
+        block = p.tokens if pad_id == -1 else np.where(p.tokens >= 0, p.tokens, pad_id)
+        tokens[r : r + m, :w] = block
         values[r : r + m, :w] = p.values
         r += m
     return Encoded(tokens, values, np.concatenate([p.n_tokens for p in parts]))
