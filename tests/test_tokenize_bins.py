@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import sctransformer as sct
-from sctransformer.tokenizers import GeneVocab
+from sctransformer.tokenizers import GeneVocab, _encode
 
 MASK64 = (1 << 64) - 1
 
@@ -185,8 +185,18 @@ def test_adaptive_bin_random_selection_depends_on_seed(counts):
 def test_adaptive_bin_independent_of_chunks_and_threads(make_counts, monkeypatch, select):
     adata = make_counts(300, 250, mean_depth=2.0, seed=4)
     results = []
-    for chunk_size, n_jobs in [(4096, 1), (7, 1), (64, 2), (50, 3), (1, 2)]:
+    # chunks of cells, threads, and the row blocks each chunk is cut into internally
+    for chunk_size, n_jobs, block in [
+        (4096, 1, 1 << 18),
+        (7, 1, 1 << 18),
+        (64, 2, 1 << 18),
+        (50, 3, 1 << 18),
+        (1, 2, 1 << 18),
+        (4096, 1, 300),
+        (100, 2, 1000),
+    ]:
         monkeypatch.setattr(sct.settings, "n_jobs", n_jobs)
+        monkeypatch.setattr(_encode, "BLOCK_ELEMENTS", block)
         out = sct.pp.tokenize(
             adata,
             method="adaptive_bin",
@@ -205,8 +215,9 @@ def test_adaptive_bin_independent_of_chunks_and_threads(make_counts, monkeypatch
 @pytest.mark.parametrize("method", ["rank", "bin", "value", "sentence"])
 def test_other_methods_independent_of_chunks_and_threads(counts, monkeypatch, method):
     outs = []
-    for chunk_size, n_jobs in [(4096, 1), (13, 2), (100, 3)]:
+    for chunk_size, n_jobs, block in [(4096, 1, 1 << 18), (13, 2, 1 << 18), (100, 3, 500)]:
         monkeypatch.setattr(sct.settings, "n_jobs", n_jobs)
+        monkeypatch.setattr(_encode, "BLOCK_ELEMENTS", block)
         outs.append(sct.pp.tokenize(counts, method=method, chunk_size=chunk_size, copy=True))
     for other in outs[1:]:
         if method == "sentence":
