@@ -13,7 +13,6 @@ from .. import logging as logg
 from ..nn.config import TransformerConfig
 from ..tokenizers import GeneVocab
 from ..train.data import TokenArrays
-from ..train.loop import TrainConfig, config_dict, init_distributed_from_env, train
 from ._inputs import record_params, resolve_device
 
 _VALUE_INPUT = {"rank": "none", "bin": "bins", "adaptive_bin": "bins", "value": "continuous"}
@@ -117,6 +116,7 @@ def pretrain(
     import torch
 
     from ..models import resolve
+    from ..train.loop import TrainConfig, config_dict, init_distributed_from_env, train
 
     _validate.check_nonempty(adata)
     cfg = TrainConfig(
