@@ -243,9 +243,7 @@ class Workspace:
 
 
 def varlen_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
+    qkv: torch.Tensor,
     cu_seqlens: list[int],
     *,
     causal: bool = False,
@@ -258,8 +256,9 @@ def varlen_attention(
 
     Parameters
     ----------
-    q, k, v
-        Packed tensors of shape ``[total_tokens, heads, head_dim]`` (views are fine).
+    qkv
+        Packed queries, keys and values, ``[total_tokens, 3, heads, head_dim]`` (the fused
+        projection's output viewed per head).
     cu_seqlens
         Cumulative lengths ``[0, n_0, n_0 + n_1, ...]``: cell ``i`` owns rows
         ``cu_seqlens[i]:cu_seqlens[i + 1]``.
@@ -279,6 +278,7 @@ def varlen_attention(
     -------
     Packed output ``[total_tokens, heads, head_dim]``.
     """
+    q, k, v = qkv.unbind(1)
     name = select_backend(backend, q.device, need_weights=False)
     if name == "xformers" and gen_mask is None:
         import xformers.ops as xops
@@ -312,6 +312,10 @@ def varlen_attention(
                 qc[None], kc[None], vc[None], attn_mask=mask, is_causal=causal and mask is None
             )[0]
         else:
+            # one copy to contiguous [3, H, n, D] (GEMM kernels would otherwise clone q, k, v)
+            qkv_cell = workspace.get("qkv_cell", (3, heads, n, dim), q)
+            qkv_cell.copy_(qkv[start:stop].permute(1, 2, 0, 3))
+            qc, kc, vc = qkv_cell.unbind(0)
             scores = workspace.get("scores", (heads, n, n), q)
             torch.baddbmm(scores, qc, kc.transpose(1, 2), beta=0.0, alpha=scale, out=scores)
             if mask is not None:

@@ -94,12 +94,9 @@ class SelfAttention(nn.Module):
         """
         t, d = x.shape
         qkv = _linear_into(x, self.qkv, dtype, workspace.get("qkv", (t, 3 * d), x))
-        q, k, v = qkv.view(t, 3, self.num_heads, self.head_dim).unbind(1)  # each [T, H, D]
         heads = workspace.get("heads", (t, self.num_heads, self.head_dim), x)
         varlen_attention(
-            q,
-            k,
-            v,
+            qkv.view(t, 3, self.num_heads, self.head_dim),
             cu_seqlens,
             causal=causal,
             gen_mask=gen_mask,
