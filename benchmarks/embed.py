@@ -70,20 +70,28 @@ def synthetic_cells(n_cells: int, vocab_size: int, seed: int = 0) -> list[torch.
 
 
 def pbmc_cells(vocab_size: int) -> list[torch.Tensor] | None:
+    """pbmc68k_reduced rank-tokenised by ``sct.pp.tokenize``; None when that is unavailable."""
     try:
+        import anndata as ad
         import scanpy as sc
+        import scipy.sparse as sp
 
         from sctransformer.pp import tokenize
 
-        adata = sc.datasets.pbmc68k_reduced()
+        pbmc = sc.datasets.pbmc68k_reduced()
+        # .raw is log1p-normalised; the smallest non-zero value of a cell is one count
+        x = np.expm1(pbmc.raw.X.toarray() if sp.issparse(pbmc.raw.X) else pbmc.raw.X)
+        one = np.where(x > 0, x, np.inf).min(axis=1, keepdims=True)
+        adata = ad.AnnData(sp.csr_matrix(np.round(x / one)), obs=pbmc.obs, var=pbmc.raw.var)
         tokenize(adata, method="rank")
         tokens = np.asarray(adata.obsm["sct_tokens"])
     except Exception as err:  # optional part: report and go on
         print(f"pbmc68k: skipped ({type(err).__name__}: {err})")
         return None
     pad = 0
-    ids = np.unique(tokens[tokens != pad])
+    # map the tokenizer's ids into this random model's vocabulary
     remap = np.zeros(int(tokens.max()) + 1, dtype=np.int64)
+    ids = np.unique(tokens[tokens != pad])
     remap[ids] = 1 + np.arange(len(ids)) % (vocab_size - 1)
     return [torch.from_numpy(remap[row[row != pad]]) for row in tokens]
 

@@ -95,3 +95,12 @@ def test_converter_rejects_unknown_and_missing_keys():
         state_dict_from_bert(sd, config)
     with pytest.raises(ValueError, match="hidden_act"):
         config_from_bert({**bert.config.to_dict(), "hidden_act": "swish"})
+
+
+def test_converter_rejects_untied_decoder():
+    bert = _bert(transformers.BertForMaskedLM, V1_SMALL, "eager")
+    config = config_from_bert(bert.config.to_dict())
+    sd = dict(bert.state_dict())
+    sd["cls.predictions.decoder.weight"] = sd["cls.predictions.decoder.weight"] + 1.0
+    with pytest.raises(ValueError, match="tied"):
+        state_dict_from_bert(sd, config)

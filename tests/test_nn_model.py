@@ -132,6 +132,8 @@ def test_input_validation():
         model(torch.ones(1, 70, dtype=torch.long))
     with pytest.raises(ValueError, match="values"):
         _model(value_input="continuous")(tokens, lengths=lengths)
+    with pytest.raises(ValueError, match="no tokens"):
+        model.encode(tokens, lengths=torch.tensor([8, 0]))
 
 
 def test_config_json_round_trip(tmp_path):

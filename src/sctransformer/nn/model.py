@@ -330,6 +330,9 @@ class CellTransformer(nn.Module):
         n_run = output_layer if output_layer > 0 else n_layers + 1 + output_layer
         mask_pad = self._padding_mask(tokens, lengths, padding_mask)
         counts = mask_pad.sum(1)
+        if counts.numel() and int(counts.min()) == 0:
+            empty = torch.nonzero(counts == 0).flatten().tolist()[:5]
+            raise ValueError(f"cells {empty} have no tokens; drop them before encoding")
         cu = torch.zeros(len(counts) + 1, dtype=torch.long, device=tokens.device)
         cu[1:] = counts.cumsum(0)
         cu_list = cu.tolist()

@@ -129,6 +129,13 @@ def state_dict_from_bert(
             out[f"{dst}.{p}"] = take(f"{src}.{p}")
     if "mlm" in config.heads:
         out["heads.mlm.bias"] = take("cls.predictions.bias")
+        decoder = sd.get("cls.predictions.decoder.weight")
+        if decoder is not None and not torch.equal(decoder, out["embeddings.token.weight"]):
+            raise ValueError(
+                "cls.predictions.decoder.weight differs from the word embeddings; only "
+                "checkpoints with tied input and output embeddings (as BERT and Geneformer) "
+                "are supported"
+            )
     positions = take("embeddings.position_embeddings.weight")
     if "embeddings.token_type_embeddings.weight" in sd:
         positions = positions + take("embeddings.token_type_embeddings.weight")[0]
