@@ -171,6 +171,7 @@ def train(
             loss.backward()
             if cfg.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            lr = float(opt.param_groups[0]["lr"])  # the rate of this step, before it advances
             opt.step()
             sched.step()
             logged = loss_sum.detach().clone()
@@ -180,7 +181,7 @@ def train(
                 "step": step + 1,
                 "epoch": step // n_per_epoch,
                 "loss": float(logged) / n_total,
-                "lr": float(opt.param_groups[0]["lr"]),
+                "lr": lr,
                 "n_predicted": int(n_total),
             }
             history.append(record)
