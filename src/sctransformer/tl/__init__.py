@@ -1,6 +1,19 @@
 """Tools: pretraining, embeddings and the tasks built on them."""
 
+from ._annotate import CellAnnotator, annotate
+from ._benchmark import benchmark
 from ._embed import embed_cells, embed_genes
+from ._integration import integration_metrics
+from ._perturb import in_silico_perturb
 from ._pretrain import pretrain
 
-__all__ = ["embed_cells", "embed_genes", "pretrain"]
+__all__ = [
+    "CellAnnotator",
+    "annotate",
+    "benchmark",
+    "embed_cells",
+    "embed_genes",
+    "in_silico_perturb",
+    "integration_metrics",
+    "pretrain",
+]
