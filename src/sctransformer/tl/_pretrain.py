@@ -52,6 +52,7 @@ def pretrain(
     objective: Literal["mlm", "ntp", "generative"] = "mlm",
     method: Literal["rank", "bin", "adaptive_bin", "value"] = "rank",
     tokens_key: str = "sct",
+    batch_key: str | None = None,
     epochs: int = 1,
     max_steps: int | None = None,
     batch_size: int = 16,
@@ -92,6 +93,11 @@ def pretrain(
         Tokenization when ``adata`` has none yet.
     tokens_key
         Prefix of the token arrays in ``obsm``/``obs``/``uns``.
+    batch_key
+        ``obs`` column whose value becomes a ``<batch=…>`` condition token after ``<cls>``
+        (scGPT-style), so the model can tell technical from biological variation. Used when
+        tokenizing here; tokens already in ``obsm`` must have been made with the same
+        ``batch_key``.
     epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, clip, mask_prob
         Optimisation; ``warmup_steps`` defaults to 5% of the steps.
     precision
@@ -141,9 +147,16 @@ def pretrain(
         from ..pp import tokenize
 
         if existing is not None:
-            tokenize(adata, vocab=existing, key_added=tokens_key)
+            tokenize(adata, vocab=existing, batch_key=batch_key, key_added=tokens_key)
         else:
-            tokenize(adata, method=method, key_added=tokens_key)
+            tokenize(adata, method=method, batch_key=batch_key, key_added=tokens_key)
+    elif batch_key is not None:
+        made_with = adata.uns.get(tokens_key, {}).get("params", {}).get("batch_key", "")
+        if made_with != batch_key:
+            raise ValueError(
+                f"obsm['{tokens_key}_tokens'] was made with batch_key={made_with or None!r}, "
+                f"not {batch_key!r}; re-run sct.pp.tokenize(adata, ..., batch_key={batch_key!r})"
+            )
     if tokens_key not in adata.uns or "vocab" not in adata.uns[tokens_key]:
         raise ValueError(
             f"obsm['{tokens_key}_tokens'] exists but uns[{tokens_key!r}] has no vocabulary; "
