@@ -1,0 +1,86 @@
+"""``sct.pl.perturbation``: how far each in silico perturbation moved the cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+
+def perturbation(
+    adata: AnnData,
+    *,
+    metric: str = "cell_shift",
+    key: str = "sct_perturb",
+    ax=None,
+    show: bool | None = None,
+    return_fig: bool = False,
+):
+    """Bars per gene (one group) or a genes × groups heatmap of a perturbation metric.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``uns["sct_perturb"]`` from :func:`sctransformer.tl.in_silico_perturb`.
+    metric
+        A column of that table: ``"cell_shift"``, ``"gene_shift"`` or ``"target_shift"``.
+    key
+        ``uns`` key of the table.
+    ax
+        Draw into this Axes.
+    show
+        Show the figure (default: when not returning it).
+    return_fig
+        Return the Figure.
+
+    Returns
+    -------
+    The Figure when ``return_fig``, else ``None``.
+    """
+    import matplotlib.pyplot as plt
+
+    if key not in adata.uns or not isinstance(adata.uns[key], pd.DataFrame):
+        raise ValueError(f"uns[{key!r}] is not a perturbation table; run sct.tl.in_silico_perturb")
+    table = adata.uns[key]
+    if metric not in table.columns:
+        options = [c for c in ("cell_shift", "gene_shift", "target_shift") if c in table.columns]
+        raise ValueError(f"metric {metric!r} is not in uns[{key!r}]; available: {options}")
+    wide = table.pivot_table(index="gene", columns="group", values=metric, sort=False)
+    mode = str(table["mode"].iloc[0]) if len(table) else ""
+    label = f"{metric.replace('_', ' ')} ({mode})"
+    n_genes, n_groups = wide.shape
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * n_groups + 2.5), 0.35 * n_genes + 1.4))
+    else:
+        fig = ax.figure
+    if n_groups == 1:
+        values = wide.iloc[:, 0].sort_values(ascending=False)
+        ax.barh(range(len(values)), values.to_numpy(), color="C0")
+        sem = f"{metric}_sem"
+        if sem in table.columns:
+            err = table.set_index("gene")[sem].reindex(values.index).to_numpy()
+            ax.errorbar(values.to_numpy(), range(len(values)), xerr=err, fmt="none", c="k", lw=0.8)
+        ax.set_yticks(range(len(values)), values.index)
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        ax.spines[["top", "right"]].set_visible(False)
+    else:
+        v = wide.to_numpy(dtype=float)
+        diverging = metric == "target_shift"
+        lim = np.nanmax(np.abs(v)) if np.isfinite(v).any() else 1.0
+        im = ax.imshow(
+            v,
+            aspect="auto",
+            cmap="RdBu_r" if diverging else "viridis",
+            vmin=-lim if diverging else None,
+            vmax=lim if diverging else None,
+        )
+        ax.set_xticks(range(n_groups), wide.columns, rotation=90)
+        ax.set_yticks(range(n_genes), wide.index)
+        fig.colorbar(im, ax=ax, label=label, shrink=0.8)
+    fig.tight_layout()
+    if return_fig:
+        return fig
+    if show is None or show:
+        plt.show()
+    return None
