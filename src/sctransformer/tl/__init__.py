@@ -1,6 +1,7 @@
 """Tools: pretraining, embeddings and the tasks built on them."""
 
 from ._annotate import CellAnnotator, annotate
+from ._attention_grn import attention_grn
 from ._benchmark import benchmark
 from ._embed import embed_cells, embed_genes
 from ._integration import integration_metrics
@@ -10,6 +11,7 @@ from ._pretrain import pretrain
 __all__ = [
     "CellAnnotator",
     "annotate",
+    "attention_grn",
     "benchmark",
     "embed_cells",
     "embed_genes",
