@@ -79,7 +79,9 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
             "tokenize_params": dict(getattr(model, "tokenize_params", {}) or {}),
             "weights_sha256": sha256_file(tmp / "model.safetensors"),
         }
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (tmp / "metadata.json").write_text(
+            json.dumps(meta, indent=2, sort_keys=True, default=_plain)
+        )
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -87,6 +89,17 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _plain(value):
+    """JSON for numpy values (parameters read back from an h5ad are numpy arrays/scalars)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} in the model metadata cannot be written as JSON")
 
 
 def load_checkpoint(path: str | os.PathLike, *, verify: bool = True):
