@@ -1,0 +1,392 @@
+"""Attention gene networks: accuracy against a known network, and memory over 20,000 cells.
+
+Part 1 (krumsiek11): scanpy ships a simulated myeloid differentiation (640 cells × 11 genes)
+and the Boolean/Hill network that generated it (``scanpy/sim_models/krumsiek11.txt``). A small
+transformer is pretrained on the cells, ``sct.tl.attention_grn`` ranks gene pairs by attention
+and the ranking is scored against the known edges (AUROC, AUPRC), beside absolute Pearson
+correlation of the expression and a random ranking, all measured in the same run.
+
+krumsiek11's values are continuous simulated levels in [-0.02, 1.01], not counts, so two
+tokenizations are tried, each documented where it is built:
+
+``bins``
+    Negative values clipped to 0; every gene in every cell (``include_zeros=True``) with its
+    level in 11 equal-width bins of 0.1 (``method="bin", normalize=False, bin_width=0.1``).
+    The model predicts masked value bins from the other genes (heads ``["bins"]``), so it must
+    learn how genes depend on each other.
+``rank``
+    Levels × 10, rounded, as pseudo-counts; Geneformer's rank encoding (no median scaling) of
+    the genes that are on; the model predicts masked gene identities (MLM).
+
+Edges are scored undirected (11 genes: 55 pairs, self-loops excluded; a pair is positive when
+either gene appears in the other's update rule) from ``W + Wᵀ``. Directed scores read ``W``
+with the regulated gene as query and the regulator as key (110 ordered pairs).
+
+Part 2 (memory): 20,000 generated cells (negative-binomial counts, 4 cell types, 500 genes,
+``--tokens`` per cell (default 64), tokenized on the fly chunk by chunk) through ``attention_grn`` with
+``groupby``; resident memory is sampled every 5 ms and the peak above the level before the
+call is reported, beside the same call on 2,000 cells.
+
+Run: ``python benchmarks/grn.py [--steps 1500] [--figures docs]``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# benchmarks/tokenize.py would shadow the standard library's tokenize module
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+from anndata import AnnData  # noqa: E402
+
+import sctransformer as sct  # noqa: E402
+
+
+# -- the known network ----------------------------------------------------------------------------
+def krumsiek_edges() -> set[tuple[str, str]]:
+    """Directed (regulator, target) pairs from the coupling list of krumsiek11.txt."""
+    import scanpy
+
+    path = Path(scanpy.__file__).parent / "sim_models" / "krumsiek11.txt"
+    edges, in_couplings = set(), False
+    for line in path.read_text().splitlines():
+        if line.startswith("# coupling list"):
+            in_couplings = True
+            continue
+        if not in_couplings or not line.strip() or line.startswith("#"):
+            continue
+        target, regulator, _strength = line.split()
+        edges.add((regulator, target))
+    return edges
+
+
+# -- metrics (written out so the benchmark needs nothing beyond the package) -----------------------
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: Mann–Whitney U with tied scores sharing their mean rank."""
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    pos = labels.astype(bool)
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision: mean precision at each positive, pairs taken in descending score.
+
+    Tied scores are broken at random (seeded) rather than by their order in the list.
+    """
+    rng = np.random.default_rng(0)
+    order = np.lexsort((rng.random(len(scores)), -scores))
+    hits = labels[order].astype(float)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def pair_table(genes: list[str], known: set[tuple[str, str]]):
+    """Undirected and directed candidate pairs with their labels."""
+    n = len(genes)
+    iu = np.triu_indices(n, 1)
+    undirected = np.array(
+        [
+            (genes[i], genes[j]) in known or (genes[j], genes[i]) in known
+            for i, j in zip(*iu, strict=True)
+        ]
+    )
+    off = ~np.eye(n, dtype=bool)
+    # directed: row = regulated gene (query), column = regulator (key)
+    directed = np.array([[(genes[j], genes[i]) in known for j in range(n)] for i in range(n)])
+    return iu, undirected, off, directed
+
+
+def score_rows(name, w, iu, und, off, dirl, rows):
+    """Append undirected and directed AUROC/AUPRC of the weight matrix ``w`` to ``rows``."""
+    sym = w + w.T
+    rows.append(
+        {
+            "ranking": name,
+            "AUROC": auroc(sym[iu], und),
+            "AUPRC": auprc(sym[iu], und),
+            "AUROC directed": auroc(w[off], dirl[off]),
+            "AUPRC directed": auprc(w[off], dirl[off]),
+        }
+    )
+
+
+# -- part 1 ---------------------------------------------------------------------------------------
+def krumsiek_data() -> AnnData:
+    import warnings
+
+    import scanpy as sc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate obs names in the shipped file
+        adata = sc.datasets.krumsiek11()
+    adata.obs_names_make_unique()
+    adata.X = np.clip(np.asarray(adata.X, dtype=np.float32), 0, None)
+    return adata
+
+
+def train_model(adata: AnnData, tokenization: str, steps: int, seed: int):
+    from sctransformer.nn import TransformerConfig
+    from sctransformer.tokenizers import GeneVocab
+
+    if tokenization == "bins":
+        sct.pp.tokenize(
+            adata,
+            method="bin",
+            normalize=False,
+            bin_width=0.1,
+            n_bins=11,
+            include_zeros=True,
+        )
+        value_input, heads, max_pos = "bins", ["bins"], 0
+    else:
+        pseudo = adata.copy()
+        pseudo.X = sp.csr_matrix(np.round(adata.X * 10))
+        sct.pp.tokenize(pseudo, method="rank", gene_medians="none")
+        adata.obsm["sct_tokens"] = pseudo.obsm["sct_tokens"]
+        adata.obsm["sct_values"] = pseudo.obsm["sct_values"]
+        adata.obs["sct_n_tokens"] = pseudo.obs["sct_n_tokens"]
+        adata.uns["sct"] = pseudo.uns["sct"]
+        value_input, heads, max_pos = "none", ["mlm"], adata.obsm["sct_tokens"].shape[1]
+    vocab = GeneVocab.from_json(adata.uns["sct"]["vocab"])
+    config = TransformerConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        ffn_size=128,
+        max_positions=max_pos,
+        value_input=value_input,
+        n_value_bins=11,
+        heads=heads,
+        pad_token_id=vocab.pad_id,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    model = sct.tl.pretrain(
+        adata,
+        model=config,
+        max_steps=steps,
+        epochs=10_000,
+        batch_size=32,
+        lr=2e-3,
+        mask_prob=0.3,
+        seed=seed,
+        device="cpu",
+    )
+    loss = adata.uns["sct_pretrain"]["history"]["loss"].to_numpy()
+    return model, float(loss[:20].mean()), float(loss[-50:].mean())
+
+
+def part_krumsiek(steps: int, seeds: list[int], figures: Path | None) -> pd.DataFrame:
+    known = krumsiek_edges()
+    base = krumsiek_data()
+    genes = list(base.var_names)
+    iu, und, off, dirl = pair_table(genes, known)
+    print(
+        f"krumsiek11: {base.n_obs} cells × {base.n_vars} genes; known network: {len(known)} "
+        f"couplings, {int(und.sum())} of {len(und)} undirected gene pairs, "
+        f"{int(dirl[off].sum())} of {int(off.sum())} directed (self-loops excluded)"
+    )
+    rows: list[dict] = []
+    corr = np.abs(np.corrcoef(base.X.T))
+    score_rows("|Pearson r| of expression", corr, iu, und, off, dirl, rows)
+    rng = np.random.default_rng(0)
+    rand = [
+        (auroc(s[iu], und), auprc(s[iu], und), auroc(s[off], dirl[off]), auprc(s[off], dirl[off]))
+        for s in (rng.random((len(genes), len(genes))) for _ in range(1000))
+    ]
+    mean = np.mean(rand, axis=0)
+    rows.append(
+        dict(
+            zip(
+                ["ranking", "AUROC", "AUPRC", "AUROC directed", "AUPRC directed"],
+                ["random (mean of 1000)", *mean],
+                strict=True,
+            )
+        )
+    )
+    for tokenization in ("bins", "rank"):
+        for seed in seeds:
+            adata = base.copy()
+            t0 = time.perf_counter()
+            model, first, last = train_model(adata, tokenization, steps, seed)
+            t_train = time.perf_counter() - t0
+            print(
+                f"  trained [{tokenization}, seed {seed}]: {steps} steps in {t_train:.0f} s, "
+                f"loss {first:.3f} -> {last:.3f}"
+            )
+            for normalize in ("rank", "softmax"):
+                for layers in (-1, "all"):
+                    sct.tl.attention_grn(
+                        adata,
+                        model,
+                        normalize=normalize,
+                        layers=layers,
+                        top_k=None,
+                        device="cpu",
+                    )
+                    w = adata.varp["sct_grn"].toarray().astype(float)
+                    met = adata.varp["sct_grn_n_cells"].toarray() > 0
+                    # pairs that never met in a cell have no attention: rank them last
+                    w = np.where(met, w, w[met].min() - 1 if met.any() else 0.0)
+                    name = f"attention [{tokenization}, {normalize}, layers={layers}, seed {seed}]"
+                    score_rows(name, w, iu, und, off, dirl, rows)
+            if figures is not None and tokenization == "bins" and seed == seeds[0]:
+                make_figures(adata, model, figures)
+    table = pd.DataFrame(rows).set_index("ranking")
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print(table.round(3).to_string())
+    return table
+
+
+def make_figures(adata: AnnData, model, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    folder.mkdir(parents=True, exist_ok=True)
+    genes = list(adata.var_names)
+    fig = sct.pl.attention_heads(adata, model, genes=genes, device="cpu", return_fig=True)
+    fig.savefig(folder / "attention_heads.png", dpi=110)
+    sct.tl.attention_grn(adata, model, normalize="rank", layers="all", top_k=3, device="cpu")
+    fig = sct.pl.grn(adata, top=30, return_fig=True)
+    fig.savefig(folder / "grn.png", dpi=110)
+    print(f"  figures written to {folder}/attention_heads.png and {folder}/grn.png")
+
+
+# -- part 2 ---------------------------------------------------------------------------------------
+def generated_counts(n_cells: int, n_genes: int = 500, n_types: int = 4, seed: int = 0) -> AnnData:
+    rng = np.random.default_rng(seed)
+    base = rng.lognormal(-1.0, 1.2, size=n_genes)
+    labels = rng.integers(0, n_types, size=n_cells)
+    programme = np.ones((n_types, n_genes))
+    for t, block in enumerate(np.array_split(rng.permutation(n_genes), n_types)):
+        programme[t, block[: len(block) // 3]] = 8.0
+    mu = base[None, :] * programme[labels] * rng.lognormal(0, 0.4, size=(n_cells, 1))
+    counts = rng.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(np.float32)
+    return AnnData(
+        sp.csr_matrix(counts),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical([f"type{t}" for t in labels])},
+            index=[f"c{i}" for i in range(n_cells)],
+        ),
+        var=pd.DataFrame(index=[f"G{j}" for j in range(n_genes)]),
+    )
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakRSS:
+    """Sample resident memory in a thread; ``peak`` is the highest value seen, in MiB."""
+
+    def __enter__(self):
+        self.start = _rss_mib()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mib())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
+
+
+def part_memory(n_large: int, batch_size: int, tokens: int, normalize: str) -> None:
+    from sctransformer.nn import TransformerConfig
+
+    train = generated_counts(2000, seed=1)
+    sct.pp.tokenize(train, method="rank", max_length=tokens)
+    from sctransformer.tokenizers import GeneVocab
+
+    vocab = GeneVocab.from_json(train.uns["sct"]["vocab"])
+    config = TransformerConfig(
+        vocab_size=len(vocab),
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        ffn_size=128,
+        max_positions=tokens,
+        pad_token_id=vocab.pad_id,
+    )
+    model = sct.tl.pretrain(train, model=config, max_steps=20, batch_size=32, device="cpu")
+    print(
+        f"memory: model {config.num_layers} layers × {config.num_heads} heads, {tokens} tokens per "
+        f"cell, 500 genes, 4 groups, normalize={normalize!r}, batch_size={batch_size}, "
+        "tokenized on the fly"
+    )
+    for n in (2000, n_large):
+        adata = generated_counts(n, seed=2)
+        before = _rss_mib()
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            sct.tl.attention_grn(
+                adata,
+                model,
+                groupby="cell_type",
+                normalize=None if normalize == "none" else normalize,
+                batch_size=batch_size,
+                device="cpu",
+            )
+        dt = time.perf_counter() - t0
+        n_edges = adata.varp["sct_grn"].nnz
+        print(
+            f"  {n:>6} cells: {dt:6.1f} s ({n / dt:,.0f} cells/s), RSS before {before:,.0f} MiB, "
+            f"peak {mem.peak:,.0f} MiB (+{mem.peak - before:,.0f} MiB during the call), "
+            f"{n_edges} edges kept"
+        )
+    g = 500
+    acc = (4 * g * g * 8) + (4 * g * g * 8)
+    print(
+        f"  gene × gene accumulators (4 groups × 500², float64 sums + int64 counts): {acc / 2**20:.0f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--cells", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per cell (memory part)")
+    parser.add_argument("--normalize", default="rank", help="rank, softmax or none (memory part)")
+    parser.add_argument("--figures", type=Path, default=None)
+    parser.add_argument("--skip-krumsiek", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    sct.settings.progress_bars = False
+    sct.settings.verbosity = 0
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("SCT_THREADS", torch.get_num_threads())))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if not args.skip_krumsiek:
+        part_krumsiek(args.steps, args.seeds, args.figures)
+    if not args.skip_memory:
+        part_memory(args.cells, args.batch_size, args.tokens, args.normalize)
+
+
+if __name__ == "__main__":
+    main()
