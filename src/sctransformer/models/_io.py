@@ -84,6 +84,7 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
         )
         if path.exists():
             shutil.rmtree(path)
+        _default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,3 +148,12 @@ def _is_tied(model, key: str) -> bool:
         return False
     ptr = params[key].data_ptr()
     return any(p.data_ptr() == ptr and k != key for k, p in params.items())
+
+
+def _default_permissions(folder: Path) -> None:
+    """mkdtemp/mkstemp create owner-only entries; give the checkpoint the usual umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)

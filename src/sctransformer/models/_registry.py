@@ -66,8 +66,8 @@ register(
     ModelEntry(
         name="sct-tiny-pbmc",
         description=(
-            "demonstration model: 2-layer, 64-dim rank-input encoder pretrained (MLM) for a few "
-            "minutes on the 700 bundled pbmc68k cells; not a foundation model"
+            "demonstration model: 2-layer, 64-dim rank-input encoder pretrained (MLM, 30 "
+            "epochs) on the 700 bundled pbmc68k cells; not a foundation model"
         ),
         source="shipped inside the package (scripts/train_tiny.py)",
         license="BSD-3-Clause",

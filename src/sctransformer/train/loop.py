@@ -123,7 +123,11 @@ def train(
     step_module = _Step(model, cfg.objective)
     runner = step_module
     if dist:
-        runner = torch.nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
+        # pretraining objectives use every head except a classifier; only then is the extra
+        # autograd traversal for unused parameters needed
+        runner = torch.nn.parallel.DistributedDataParallel(
+            step_module, find_unused_parameters="classifier" in model.heads
+        )
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
     no_decay = [
         p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())
