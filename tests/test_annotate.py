@@ -113,6 +113,11 @@ def test_does_not_change_the_given_model(data):
     assert "classifier" not in model.heads
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+    # provenance: the fine-tuned weights are not the given model's
+    from sctransformer.tl._inputs import weights_sha256
+
+    assert ann.model.metadata["derived_from_sha256"] == weights_sha256(model)
+    assert weights_sha256(ann.model) != weights_sha256(model)
 
 
 def test_freeze_trains_only_the_head(data):
@@ -304,8 +309,8 @@ def test_finetune_tiny_model_beats_majority_on_pbmc(pbmc):
         reference=ref,
         labels_key="bulk_labels",
         method="finetune",
-        epochs=6,
-        lr=2e-3,
+        epochs=10,
+        lr=1e-3,
         seed=0,
         device="cpu",
     )

@@ -104,7 +104,7 @@ def with_batch_tokens(model, batches) -> tuple[object, list[str]]:
     grown.load_state_dict(state, strict=False)
     grown.vocab = vocab
     grown.tokenize_params = dict(model.tokenize_params or {})
-    grown.metadata = dict(model.metadata or {})
+    grown.metadata = _derived_metadata(model)
     grown.eval()
     return grown, new
 
@@ -540,8 +540,18 @@ def _classifier_model(model, n_classes: int, seed: int):
         )
     net.vocab = model.vocab
     net.tokenize_params = dict(model.tokenize_params or {})
-    net.metadata = dict(model.metadata or {})
+    net.metadata = _derived_metadata(model)
     return net
+
+
+def _derived_metadata(model) -> dict:
+    """Metadata of a model derived from ``model``: its recorded sha256 no longer applies."""
+    from ._inputs import weights_sha256
+
+    meta = dict(model.metadata or {})
+    meta["derived_from_sha256"] = weights_sha256(model)
+    meta.pop("weights_sha256", None)
+    return meta
 
 
 def _split_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -609,22 +619,27 @@ def _finetune(
     values_used = net.config.value_input != "none"
     need_hidden = layer not in (-1, net.config.num_layers)
 
+    # Pooled vectors of a pretrained encoder share a large common component (cosine ~1
+    # between cells), which a freshly initialised head learns from slowly. The head is trained
+    # on standardised vectors (mean and scale of the reference's initial embeddings) and the
+    # standardisation is folded into its first layer afterwards, so the saved head is an
+    # ordinary ClassifierHead.
+    net.eval()
+    init = embed_arrays(
+        net,
+        data,
+        pooling=pooling,
+        layer=layer,
+        batch_size=batch_size,
+        device=device,
+        precision="fp32",
+        desc="embed reference",
+    )
+    mu = torch.as_tensor(init.mean(0), device=device)
+    sd = torch.as_tensor(np.maximum(init.std(0), 1e-6), device=device)
     emb = None
-    if freeze:  # the encoder never changes: embed once, then train the head on the vectors
-        net.eval()
-        emb = torch.as_tensor(
-            embed_arrays(
-                net,
-                data,
-                pooling=pooling,
-                layer=layer,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                desc="embed reference",
-            ),
-            device=device,
-        )
+    if freeze:  # the encoder never changes: train the head on the vectors
+        emb = torch.as_tensor(init, device=device)
         params = [{"params": head.parameters(), "lr": lr}]
     else:
         enc_params = [p for n, p in net.named_parameters() if not n.startswith("heads.")]
@@ -636,7 +651,7 @@ def _finetune(
 
     def logits_of(idx, train: bool):
         if emb is not None:
-            return head(emb[idx])
+            return head((emb[idx] - mu) / sd)
         batch = collate(data, idx, device)
         out = net(
             batch["tokens"],
@@ -644,7 +659,8 @@ def _finetune(
             padding_mask=batch["padding_mask"],
             output_hidden_states=need_hidden,
         )
-        return head(_pooled(net, out, batch, pooling=pooling, layer=layer, is_gene_t=is_gene_t))
+        pooled = _pooled(net, out, batch, pooling=pooling, layer=layer, is_gene_t=is_gene_t)
+        return head((pooled - mu) / sd)
 
     def evaluate(idx_all) -> tuple[float, float]:
         net.eval()
@@ -653,7 +669,8 @@ def _finetune(
             for idx in length_grouped_batches(data.lengths[idx_all], batch_size):
                 cells = idx_all[idx]
                 lg = logits_of(cells, False).float()
-                loss += float(F.cross_entropy(lg, y_t[cells], weight=weight, reduction="sum"))
+                # unweighted: class weights on a small held-out part make the loss too noisy
+                loss += float(F.cross_entropy(lg, y_t[cells], reduction="sum"))
                 correct += int((lg.argmax(1) == y_t[cells]).sum())
         return loss / max(len(idx_all), 1), correct / max(len(idx_all), 1)
 
@@ -696,6 +713,10 @@ def _finetune(
     bar.close()
     if best_state is not None:
         net.load_state_dict(best_state)
+    with torch.no_grad():  # fold (x - mu) / sd into the head's first layer
+        w = head.dense.weight / sd[None, :]
+        head.dense.bias -= w @ mu
+        head.dense.weight.copy_(w)
     net.eval()
     return net, pd.DataFrame(history)
 
