@@ -18,11 +18,17 @@ def expression_matrix(adata, layer: str | None):
 
 
 def to_csr(block) -> sp.csr_matrix:
-    """A chunk as CSR with sorted indices and float64 data (copies; never edits the input)."""
+    """A chunk as CSR with sorted indices and no duplicates.
+
+    A chunk already in that form is returned as it is (callers only read it); anything else is
+    converted into a new matrix, so the user's data is never edited.
+    """
+    if sp.issparse(block) and block.format == "csr" and block.has_canonical_format:
+        return block
     if sp.issparse(block):
-        csr = sp.csr_matrix(block, dtype=np.float64, copy=True)
+        csr = sp.csr_matrix(block, copy=True)
     else:
-        csr = sp.csr_matrix(np.asarray(block, dtype=np.float64))
+        csr = sp.csr_matrix(np.asarray(block))
     csr.sum_duplicates()
     csr.sort_indices()
     return csr

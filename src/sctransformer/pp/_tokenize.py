@@ -25,6 +25,7 @@ from ..tokenizers._encode import (
     concat,
     encode_blocks,
 )
+from ..tokenizers._sorting import row_totals
 
 _OPTIONAL = (
     "max_length",
@@ -400,7 +401,7 @@ def data_gene_medians(adata, *, layer, usable, enc: Encoding, chunk_size: int) -
     blocks = []
     for _, _, csr in iter_chunks(adata, layer=layer, chunk_size=chunk_size):
         _validate.check_values(csr)
-        totals = np.asarray(csr.sum(axis=1)).ravel()
+        totals = row_totals(csr)
         rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
         keep = usable[csr.indices] & (csr.data > 0)
         norm = csr.data / np.where(totals[rows] > 0, totals[rows], 1) * enc.target_sum

@@ -95,35 +95,34 @@ class Encoded:
     n_tokens: np.ndarray  # (n,) int64
 
 
-def _selected(csr: sp.csr_matrix, score: np.ndarray, enc: Encoding, u: np.ndarray | None):
-    """Per row, positions of the kept elements in output order, and the full descending order.
-
-    rank and sentence keep the top genes in descending order; the value encodings keep the top
-    (or a seeded random sample of) genes and emit them in var order, as scBERT and scGPT do.
-    """
-    order = _sorting.descending_order(csr.indptr, score)
-    k = enc.gene_slots
-    if enc.select == "random" and k is not None:
-        pos = _sorting.hashed_order(csr.indptr, u)[:, :k]
-    else:
-        pos = order.pos if k is None else order.pos[:, :k]
-    if enc.method in ("rank", "sentence"):
-        return pos, order
-    big = np.iinfo(np.int64).max
-    out = np.where(pos >= 0, pos, big)
-    out.sort(axis=1)
-    out[out == big] = -1
-    return out, order
-
-
-def _expression(csr: sp.csr_matrix, totals: np.ndarray, enc: Encoding) -> np.ndarray:
+def _expression(data, rows, totals, enc: Encoding) -> np.ndarray:
     """Per stored element, the normalised expression the method works on (float64)."""
-    x = csr.data.astype(np.float64)
+    x = data.astype(np.float64)
     if not enc.normalize:
         return x
-    rows = _sorting.row_ids(csr.indptr)
-    x = x / totals[rows] * enc.target_sum
-    return x if enc.method == "rank" else np.log1p(x)
+    x /= totals[rows]
+    x *= enc.target_sum
+    return x if enc.method == "rank" else np.log1p(x, out=x)
+
+
+def _compact(kept: np.ndarray, indptr: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """Positions of each row's kept elements in var order, -1 padded to ``width`` (no sort)."""
+    n = len(indptr) - 1
+    idx = np.flatnonzero(kept)
+    r = rows[idx]
+    counts = np.bincount(r, minlength=n)
+    starts = np.cumsum(counts) - counts
+    out = np.full((n, width), -1, dtype=np.int64)
+    out[r, np.arange(len(idx)) - starts[r]] = idx - indptr[r]
+    return out
+
+
+def _var_order(pos: np.ndarray, indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The positions ``pos`` (any order, -1 padded) of each row re-emitted in var order."""
+    valid = pos >= 0
+    kept = np.zeros(len(rows), dtype=bool)
+    kept[(indptr[:-1, None] + np.maximum(pos, 0))[valid]] = True
+    return _compact(kept, indptr, rows, pos.shape[1])
 
 
 def encode_chunk(
@@ -157,57 +156,83 @@ def encode_chunk(
     """
     n = csr.shape[0]
     if totals is None:
-        totals = np.asarray(csr.sum(axis=1), dtype=np.float64).ravel()
-    usable = gene_ids >= 0
+        totals = _sorting.row_totals(csr)
+    usable_gene = gene_ids >= 0
     if enc.method == "rank":
         if medians is None:
             raise ValueError("rank encoding needs gene medians")
-        usable &= np.isfinite(medians) & (medians > 0)
+        usable_gene &= np.isfinite(medians) & (medians > 0)
     if enc.include_zeros:
         # every usable gene becomes a stored element, zeros included
-        cols = np.flatnonzero(usable)
-        dense = csr[:, cols].toarray()
-        nz = dense != 0
-        indptr = np.arange(0, n * len(cols) + 1, max(len(cols), 1))[: n + 1]
-        work = sp.csr_matrix((dense.ravel(), np.tile(cols, n), indptr), shape=csr.shape)
+        cols = np.flatnonzero(usable_gene)
+        data = csr[:, cols].toarray().ravel()
+        indices = np.tile(cols, n)
+        indptr = np.arange(n + 1, dtype=np.int64) * len(cols)
+        usable = None
     else:
-        work = _sorting.keep_elements(csr, usable[csr.indices] & (csr.data != 0))
-        nz = None
-    value = _expression(work, totals, enc)
+        data, indices = csr.data, csr.indices
+        indptr = csr.indptr.astype(np.int64)
+        usable = usable_gene[indices] & (data != 0)
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    value = _expression(data, rows, totals, enc)
     if enc.method == "rank":
-        value = value / medians[work.indices]
-    rows = _sorting.row_ids(work.indptr)
-    tok_of_elem = gene_ids[work.indices]
-    needs_u = enc.method == "adaptive_bin" or enc.select == "random"
-    u = _sorting.uniform_hash(enc.seed, rows + row_start, tok_of_elem) if needs_u else None
-    keep, order = _selected(work, value, enc, u)
+        with np.errstate(divide="ignore", invalid="ignore"):  # unusable genes: NaN medians
+            value /= medians[indices]
+        value[~usable] = 0.0
+    tok_of_elem = gene_ids[indices]
+    k = enc.gene_slots
+    u = None
+    if enc.method == "adaptive_bin" or enc.select == "random":
+        u = _sorting.uniform_hash(enc.seed, rows + row_start, tok_of_elem)
+
+    # bins need every nonzero gene of the cell in order, before any truncation
+    full = enc.method == "adaptive_bin"
+    counts = np.diff(indptr)
+    n_usable = counts if usable is None else np.bincount(rows[usable], minlength=n)
+    if enc.method in ("bin", "value") and (k is None or int(n_usable.max(initial=0)) <= k):
+        # nothing to drop: every usable gene in var order, no sorting needed
+        order = None
+        everything = np.ones(len(rows), dtype=bool) if usable is None else usable
+        keep = _compact(everything, indptr, rows, int(n_usable.max(initial=0)))
+    elif enc.method in ("rank", "sentence"):
+        rank = enc.method == "rank"
+        order = _sorting.descending_order(
+            indptr,
+            value if rank else data,
+            usable,
+            k,
+            exact32=not rank and _sorting.float32_exact(data),
+        )
+        keep = order.pos
+    else:
+        # within a cell the value encodings are increasing functions of the stored value, so
+        # ordering by it is the same and, for counts, exact in float32 (no rounding check)
+        order = _sorting.descending_order(
+            indptr, data, usable, None if full else k, exact32=_sorting.float32_exact(data)
+        )
+        if enc.select == "random" and k is not None:
+            pos = _sorting.hashed_order(indptr, u, usable, k)
+        else:
+            pos = order.pos if k is None else order.pos[:, :k]
+        keep = _var_order(pos, indptr, rows)
 
     if enc.method == "adaptive_bin":
-        # bins are computed over every nonzero gene of the cell, before any truncation
-        n_nonzero = order.lengths if nz is None else nz.sum(axis=1)
-        asc = _ascending_nonzero(order, n_nonzero)
-        u_asc = np.zeros_like(asc)
-        pos_asc = _ascending_positions(order, n_nonzero)
-        valid = pos_asc >= 0
-        u_asc[valid] = u[(work.indptr[:-1, None] + pos_asc)[valid]]
-        digits_asc = _binning.quantile_bins(asc, n_nonzero, n_bins=enc.n_bins, u=u_asc)
-        elem_value = np.zeros(len(value))
-        elem_value[(work.indptr[:-1, None] + pos_asc)[valid]] = digits_asc[valid]
+        elem_value = _adaptive_bins(order, indptr, value, u, enc)
     elif enc.method == "bin":
         elem_value = _binning.equal_width_bins(value, n_bins=enc.n_bins, bin_width=enc.bin_width)
     else:
         elem_value = value
 
     valid = keep >= 0
-    flat = (work.indptr[:-1, None] + np.maximum(keep, 0))[valid]
+    elem = np.where(valid, indptr[:-1, None] + keep, 0)
     n_genes = valid.sum(axis=1)
     if enc.method == "sentence":
-        tokens = np.full(keep.shape, -1, dtype=np.int64)
-        tokens[valid] = work.indices[flat]
+        tokens = np.where(valid, indices[elem] if len(indices) else 0, -1).astype(np.int64)
         return Encoded(tokens, np.zeros(tokens.shape, np.float32), n_genes.astype(np.int64))
 
     n_pre = int(enc.add_cls) + (0 if prefix is None else prefix.shape[1])
-    width = n_pre + (keep.shape[1] if keep.size else 0) + int(enc.add_eos)
+    n_tok = n_pre + n_genes + int(enc.add_eos)
+    width = int(n_tok.max()) if n else 0
     tokens = np.full((n, width), -1, dtype=np.int64)
     values = np.full((n, width), enc.pad_value, dtype=np.float32)
     col = 0
@@ -217,38 +242,35 @@ def encode_chunk(
     if prefix is not None and prefix.shape[1]:
         tokens[:, col : col + prefix.shape[1]] = prefix
         col += prefix.shape[1]
-    body_t = np.full(keep.shape, -1, dtype=np.int64)
-    body_v = np.full(keep.shape, enc.pad_value, dtype=np.float32)
-    body_t[valid] = tok_of_elem[flat]
-    body_v[valid] = elem_value[flat]
-    tokens[:, col : col + keep.shape[1]] = body_t
-    values[:, col : col + keep.shape[1]] = body_v
-    n_tok = n_pre + n_genes
+    m = min(keep.shape[1], width - col)
+    if m > 0 and len(tok_of_elem):
+        v = valid[:, :m]
+        tokens[:, col : col + m] = np.where(v, tok_of_elem[elem[:, :m]], -1)
+        values[:, col : col + m] = np.where(v, elem_value[elem[:, :m]], enc.pad_value)
     if enc.add_eos:
-        tokens[np.arange(n), n_tok] = eos_id
-        n_tok = n_tok + 1
-    width = int(n_tok.max()) if n else 0
-    return Encoded(tokens[:, :width], values[:, :width], n_tok.astype(np.int64))
+        tokens[np.arange(n), n_tok - 1] = eos_id
+    return Encoded(tokens, values, n_tok.astype(np.int64))
 
 
-def _ascending_positions(order: _sorting.PaddedRows, n_nonzero: np.ndarray) -> np.ndarray:
-    """Positions of the nonzero elements of each row in ascending order (-1 padded)."""
+def _adaptive_bins(order, indptr, value, u, enc: Encoding) -> np.ndarray:
+    """scGPT bins of every element (0 for zeros), from each row's ascending nonzero values."""
     n, w = order.pos.shape
-    j = np.arange(w)[None, :]
-    src = n_nonzero[:, None] - 1 - j
-    ok = src >= 0
-    out = np.full((n, w), -1, dtype=np.int64)
-    out[ok] = np.take_along_axis(order.pos, np.maximum(src, 0), axis=1)[ok]
+    out = np.zeros(len(value))
+    if n == 0 or w == 0:
+        return out
+    valid = order.pos >= 0
+    elem_desc = np.where(valid, indptr[:-1, None] + order.pos, 0)
+    desc = np.where(valid, value[elem_desc], 0.0)
+    n_nonzero = (desc > 0).sum(axis=1)  # zeros (include_zeros) sort after every nonzero
+    src = n_nonzero[:, None] - 1 - np.arange(w)[None, :]
+    inside = src >= 0
+    src = np.maximum(src, 0)
+    elem_asc = np.take_along_axis(elem_desc, src, axis=1)
+    asc = np.where(inside, np.take_along_axis(desc, src, axis=1), np.inf)
+    u_asc = np.where(inside, u[elem_asc], 0.0)
+    digits = _binning.quantile_bins(asc, n_nonzero, n_bins=enc.n_bins, u=u_asc)
+    out[elem_asc[inside]] = digits[inside]
     return out
-
-
-def _ascending_nonzero(order: _sorting.PaddedRows, n_nonzero: np.ndarray) -> np.ndarray:
-    w = order.score.shape[1]
-    j = np.arange(w)[None, :]
-    src = n_nonzero[:, None] - 1 - j
-    asc = np.take_along_axis(order.score, np.maximum(src, 0), axis=1)
-    asc[src < 0] = np.inf
-    return asc
 
 
 # Elements per block of rows: the padded (rows × longest row) work arrays of a block stay a few

@@ -14,23 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 _EMPTY = np.uint64(np.iinfo(np.uint64).max)
+_LOW32 = np.uint32(0xFFFFFFFF)
 _LOW = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
+_LITTLE = np.little_endian  # the high word of a uint64 is its second uint32
 
 
 @dataclass
-class PaddedRows:
-    """Elements of CSR rows laid out row-wise, padded to the longest row.
+class Ranked:
+    """Each row's usable elements in order, padded to a common width.
 
-    ``pos[i, t]`` is the position (within the CSR row) of the element ranked ``t`` in row ``i``
-    (-1 past ``lengths[i]``); ``score`` holds its float64 score.
+    ``pos[i, t]`` is the position (within CSR row ``i``) of the element ranked ``t``; -1 past
+    ``lengths[i]``, the number of usable elements of the row.
     """
 
     pos: np.ndarray  # (n, W) int64
-    score: np.ndarray  # (n, W) float64, NaN where padding
     lengths: np.ndarray  # (n,) int64
 
 
@@ -39,57 +39,98 @@ def row_ids(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
 
 
-def keep_elements(csr: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
-    """The CSR matrix restricted to stored elements where ``keep`` is True (same shape)."""
+def row_totals(csr) -> np.ndarray:
+    """Per-row sums in float64 whatever the stored dtype (float32 sums drift)."""
     rows = row_ids(csr.indptr)
-    counts = np.bincount(rows[keep], minlength=csr.shape[0])
-    indptr = np.concatenate([[0], np.cumsum(counts)])
-    return sp.csr_matrix((csr.data[keep], csr.indices[keep], indptr), shape=csr.shape)
+    return np.bincount(rows, weights=csr.data, minlength=csr.shape[0]).astype(np.float64)
 
 
-def _pad(indptr: np.ndarray, values: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sorted_keys(indptr, rows, offset, hi, usable, width):
+    """Row-wise sorted (hi << 32 | offset) keys; unusable elements sort last as EMPTY."""
+    keys = (hi.astype(np.uint64) << _SHIFT) | offset
+    if usable is not None:
+        keys[~usable] = _EMPTY
     n = len(indptr) - 1
-    lengths = np.diff(indptr).astype(np.int64)
-    width = int(lengths.max()) if n else 0
-    rows = row_ids(indptr)
-    offset = np.arange(len(values)) - indptr[rows]
-    out = np.full((n, width), fill, dtype=values.dtype)
-    out[rows, offset] = values
-    return out, lengths, offset
+    padded = np.full((n, width), _EMPTY, dtype=np.uint64)
+    padded[rows, offset] = keys
+    padded.sort(axis=1)
+    return padded
 
 
-def descending_order(indptr: np.ndarray, score: np.ndarray) -> PaddedRows:
-    """Order each row's elements by ``score`` descending, ties by position (a stable sort)."""
-    score = np.ascontiguousarray(score, dtype=np.float64)
-    if np.any(score < 0):
-        raise ValueError("scores must be non-negative")
-    hi = _LOW - score.astype(np.float32).view(np.uint32).astype(np.uint64)
-    n = len(indptr) - 1
-    offset = np.arange(len(score)) - indptr[row_ids(indptr)]
-    keys, lengths, _ = _pad(indptr, (hi << _SHIFT) | offset.astype(np.uint64), _EMPTY)
-    keys.sort(axis=1)
-    valid = keys != _EMPTY
-    pos = np.where(valid, (keys & _LOW).astype(np.int64), -1)
-    padded_score, _, _ = _pad(indptr, score, np.nan)
-    ranked = np.take_along_axis(padded_score, np.maximum(pos, 0), axis=1)
-    ranked[~valid] = np.nan
-    # rows where float32 rounding merged two different float64 scores: redo those exactly
-    bad = np.flatnonzero(np.any(ranked[:, 1:] > ranked[:, :-1], axis=1)) if n else []
-    for i in bad:
-        k = lengths[i]
-        order = np.argsort(-padded_score[i, :k], kind="stable")
-        pos[i, :k] = order
-        ranked[i, :k] = padded_score[i, order]
-    return PaddedRows(pos=pos, score=ranked, lengths=lengths)
+def _positions(keys: np.ndarray, lengths: np.ndarray, k: int | None) -> np.ndarray:
+    keys = keys if k is None else keys[:, :k]
+    pos = (keys & _LOW).astype(np.int64)
+    pos[np.arange(keys.shape[1])[None, :] >= lengths[:, None]] = -1
+    return pos
 
 
-def hashed_order(indptr: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Positions of each row's elements ordered by a uniform hash ``u`` (a seeded shuffle)."""
-    hi = (u * 2.0**32).astype(np.uint64)
-    offset = np.arange(len(u)) - indptr[row_ids(indptr)]
-    keys, _, _ = _pad(indptr, (hi << _SHIFT) | offset.astype(np.uint64), _EMPTY)
-    keys.sort(axis=1)
-    return np.where(keys != _EMPTY, (keys & _LOW).astype(np.int64), -1)
+def _layout(indptr: np.ndarray, usable: np.ndarray | None):
+    counts = np.diff(indptr)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    offset = (np.arange(len(rows), dtype=np.int64) - indptr[rows]).astype(np.uint64)
+    lengths = counts.astype(np.int64)
+    if usable is not None:
+        lengths = lengths - np.bincount(rows[~usable], minlength=len(counts))
+    width = int(counts.max()) if len(counts) else 0
+    return rows, offset, lengths, width
+
+
+def float32_exact(x: np.ndarray) -> bool:
+    """Whether every value survives a round trip through float32 (e.g. counts < 2**24)."""
+    if x.dtype in (np.float32, np.float16, np.int8, np.uint8, np.int16, np.uint16):
+        return True
+    return bool(np.array_equal(x.astype(np.float32), x))
+
+
+def descending_order(
+    indptr: np.ndarray,
+    score: np.ndarray,
+    usable: np.ndarray | None = None,
+    k: int | None = None,
+    *,
+    exact32: bool = False,
+) -> Ranked:
+    """Order each row's usable elements by ``score`` descending, ties by position.
+
+    Equals a stable float64 argsort of every row; only the first ``k`` ranks are returned
+    (all when ``None``). ``score`` must be non-negative; ``exact32`` promises that float32
+    holds every score exactly, which skips the rounding check.
+    """
+    rows, offset, lengths, width = _layout(indptr, usable)
+    bits = score.astype(np.float32).view(np.uint32)
+    keys = _sorted_keys(indptr, rows, offset, _LOW32 - bits, usable, width)
+    pos = _positions(keys, lengths, k)
+    if exact32 or not keys.size:
+        return Ranked(pos=pos, lengths=lengths)
+    # float32 rounding can merge distinct float64 scores into one key: where two neighbours
+    # share a key image, compare their float64 scores and redo the rare out-of-order rows
+    score = np.asarray(score, dtype=np.float64)
+    hi = keys.view(np.uint32)[:, 1::2] if _LITTLE else (keys >> _SHIFT)
+    hi = hi[:, : width if k is None else min(width, k + 1)]
+    tie = hi[:, 1:] == hi[:, :-1]
+    tie &= np.arange(1, hi.shape[1])[None, :] < lengths[:, None]
+    if tie.any():
+        r, t = np.nonzero(tie)
+        first = indptr[r] + (keys[r, t] & _LOW).astype(np.int64)
+        second = indptr[r] + (keys[r, t + 1] & _LOW).astype(np.int64)
+        for i in np.unique(r[score[first] < score[second]]):
+            start, stop = indptr[i], indptr[i + 1]
+            ok = np.arange(stop - start) if usable is None else np.flatnonzero(usable[start:stop])
+            exact = ok[np.argsort(-score[start:stop][ok], kind="stable")]
+            m = pos.shape[1]
+            pos[i, : min(m, len(exact))] = exact[:m]
+    return Ranked(pos=pos, lengths=lengths)
+
+
+def hashed_order(
+    indptr: np.ndarray, u: np.ndarray, usable: np.ndarray | None = None, k: int | None = None
+) -> np.ndarray:
+    """Positions of each row's usable elements ordered by a uniform hash ``u`` (a seeded
+    shuffle), first ``k`` only; -1 padded."""
+    rows, offset, lengths, width = _layout(indptr, usable)
+    hi = (u * 2.0**32).astype(np.uint32)
+    keys = _sorted_keys(indptr, rows, offset, hi, usable, width)
+    return _positions(keys, lengths, k)
 
 
 def uniform_hash(seed: int, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
