@@ -85,11 +85,14 @@ def test_demo_end_to_end(tmp_path):
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    for name in ("demo.h5ad", "umap_sct.png", "summary.json"):
+    for name in ("demo.h5ad", "umap_sct.png", "grn.png", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     print(summary)
     assert summary["cells"] == 700
     assert summary["knn_accuracy_X_sct"] > summary["majority_class_accuracy"]
+    assert summary["annotation_accuracy_linear_30pct_query"] > summary["majority_class_accuracy"]
+    assert summary["attention_edges"] > 0
     adata = ad.read_h5ad(out / "demo.h5ad")
     assert "X_sct" in adata.obsm and "X_umap" in adata.obsm
+    assert "sct_grn" in adata.varp and "sct_label" in adata.obs

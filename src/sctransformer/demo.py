@@ -19,7 +19,8 @@ def knn_accuracy(x: np.ndarray, labels, *, k: int = 15, folds: int = 5, seed: in
 
 
 def run_demo(out: Path, *, pretrain: bool = False, epochs: int = 3) -> dict:
-    """Tokenize → load (or pretrain) a model → embed → neighbours/UMAP → figures and h5ad."""
+    """Tokenize → load (or pretrain) a model → embed → neighbours/UMAP → annotate → attention
+    network → figures, h5ad and a summary."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,6 +49,25 @@ def run_demo(out: Path, *, pretrain: bool = False, epochs: int = 3) -> dict:
     fig.savefig(out / "umap_sct.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
+    # annotation: transfer bulk_labels from 70% of the cells to the other 30%
+    rng = np.random.default_rng(0)
+    is_ref = rng.random(adata.n_obs) < 0.7
+    query = adata[~is_ref].copy()
+    sct.tl.annotate(
+        query, model, reference=adata[is_ref].copy(), labels_key="bulk_labels", method="linear"
+    )
+    annot_acc = float(
+        (query.obs["sct_label"].astype(str) == query.obs["bulk_labels"].astype(str)).mean()
+    )
+    adata.obs["sct_label"] = "reference"
+    adata.obs.loc[query.obs_names, "sct_label"] = query.obs["sct_label"].astype(str)
+
+    # attention network over all cells, drawn as a graph
+    sct.tl.attention_grn(adata, model, top_k=10, batch_size=8)
+    fig = sct.pl.grn(adata, top=40, return_fig=True)
+    fig.savefig(out / "grn.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
     ref = adata.copy()
     sc.pp.normalize_total(ref, target_sum=1e4)
     sc.pp.log1p(ref)
@@ -59,6 +79,8 @@ def run_demo(out: Path, *, pretrain: bool = False, epochs: int = 3) -> dict:
         "embedding_dim": int(adata.obsm["X_sct"].shape[1]),
         "knn_accuracy_X_sct": round(knn_accuracy(adata.obsm["X_sct"], labels), 3),
         "knn_accuracy_X_pca": round(knn_accuracy(ref.obsm["X_pca"], labels), 3),
+        "annotation_accuracy_linear_30pct_query": round(annot_acc, 3),
+        "attention_edges": len(adata.uns["sct_grn"]["edges"]),
         "majority_class_accuracy": round(
             float(adata.obs["bulk_labels"].value_counts(normalize=True).iloc[0]), 3
         ),
