@@ -975,26 +975,19 @@ def annotate(
         start = logg.info(
             f"annotating {adata.n_obs} cells with a fitted {fitted.method} classifier"
         )
-        proba = fitted.predict_proba(
+        written = fitted.predict(
             adata,
+            unknown_threshold=unknown_threshold,
             batch_size=batch_size,
             precision=precision,
             device=device,
             min_gene_fraction=min_gene_fraction,
             min_genes=min_genes,
-        )
-        out = adata.copy() if copy else adata
-        fitted._write(
-            out,
-            proba,
-            unknown_threshold=unknown_threshold,
             key_added=key_added,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
+            copy=copy,
         )
         logg.info("    finished", time=start, deep=_written(key_added))
-        return (out, fitted) if copy else fitted
+        return (written, fitted) if copy else fitted
     if labels_key is None:
         raise ValueError(
             "labels_key is required to train a classifier (the obs column of reference labels)"
