@@ -73,6 +73,20 @@ def reference_rank(
     return tokens, values, np.array([len(t) for t in rows_t])
 
 
+def reference_for(adata: AnnData, x: np.ndarray, medians: np.ndarray, *, max_length: int):
+    """``reference_rank`` with the ids of the vocabulary that tokenize stored (no <eos>)."""
+    vocab = GeneVocab.from_json(adata.uns["sct"]["vocab"])
+    return reference_rank(
+        x,
+        vocab.encode_genes(adata.var_names),
+        medians,
+        pad_id=vocab.pad_id,
+        cls_id=vocab.cls_id,
+        eos_id=None,
+        max_length=max_length,
+    )
+
+
 def assert_same(adata: AnnData, ref, key: str = "sct") -> None:
     tokens, values, n = ref
     got_t = adata.obsm[f"{key}_tokens"]
@@ -174,17 +188,7 @@ def test_rank_nearly_equal_scores_are_ordered_exactly(make_counts):
     med[1::2] = np.nextafter(3.0, 4.0)
     given = dict(zip(adata.var_names, med, strict=True))
     sct.pp.tokenize(adata, method="rank", gene_medians=given)
-    vocab = GeneVocab.from_json(adata.uns["sct"]["vocab"])
-    ref = reference_rank(
-        x,
-        vocab.encode_genes(adata.var_names),
-        med,
-        pad_id=vocab.pad_id,
-        cls_id=vocab.cls_id,
-        eos_id=None,
-        max_length=2048,
-    )
-    assert_same(adata, ref)
+    assert_same(adata, reference_for(adata, x, med, max_length=2048))
 
 
 def test_rank_totals_cover_genes_outside_the_vocabulary(counts):
@@ -325,4 +329,21 @@ def test_given_median_dictionary_keyed_by_vocab_ids(naming):
         eos_id=None,
         max_length=2048,
     )
+    assert_same(adata, ref)
+
+
+def test_rank_scores_crowded_behind_an_outlier(make_counts):
+    # one gene with a tiny median gets a huge score in every cell; the others' scores lie within
+    # 0.1% of each other, so the coarse sort keys hold long runs that must be settled exactly
+    adata = make_counts(40, 600, mean_depth=1.0, seed=11)
+    x = dense(adata)
+    rng = np.random.default_rng(3)
+    med = 1.0 + rng.uniform(0.0, 1e-3, adata.n_vars)
+    med[0] = 1e-30
+    x[:, 0] = np.maximum(x[:, 0], 1.0)
+    adata.X = sp.csr_matrix(x.astype(np.float32))
+    given = dict(zip(adata.var_names, med, strict=True))
+    sct.pp.tokenize(adata, method="rank", gene_medians=given, max_length=100)
+    ref = reference_for(adata, x, med, max_length=100)
+    assert (ref[2] == 100).any()  # truncation is exercised
     assert_same(adata, ref)

@@ -35,10 +35,22 @@ def to_csr(block) -> sp.csr_matrix:
 
 
 def iter_chunks(
-    adata, *, layer: str | None = None, chunk_size: int = 4096
+    adata, *, layer: str | None = None, chunk_size: int = 4096, whole_csr: bool = False
 ) -> Iterator[tuple[int, int, sp.csr_matrix]]:
-    """Yield ``(start, stop, csr)`` over cells; backed data are read one chunk at a time."""
+    """Yield ``(start, stop, csr)`` over cells; backed data are read one chunk at a time.
+
+    ``whole_csr``: an in-memory CSR matrix in canonical form is yielded as one chunk, without
+    the copy that slicing makes (for consumers whose memory does not grow with the chunk).
+    """
     x = expression_matrix(adata, layer)
+    if (
+        whole_csr
+        and not adata.isbacked
+        and isinstance(x, sp.csr_matrix | sp.csr_array)
+        and x.has_canonical_format
+    ):
+        yield 0, adata.n_obs, x
+        return
     if isinstance(x, sp.csc_matrix | sp.csc_array):
         x = x.tocsr()  # row slices of CSC cost a full pass each
     n = adata.n_obs

@@ -46,12 +46,17 @@ def check_values(x) -> None:
     data = _data_of(x)
     if data.size == 0:
         return
-    if not np.all(np.isfinite(data)):
+    finite = bool(np.all(np.isfinite(data)))
+    raise_bad_values(finite=finite, non_negative=finite and bool(data.min() >= 0))
+
+
+def raise_bad_values(*, finite: bool, non_negative: bool) -> None:
+    if not finite:
         raise ValueError(
             "the expression matrix contains NaN or infinite values; fix or drop those cells "
             "(e.g. adata.X = np.nan_to_num(adata.X)) before tokenizing"
         )
-    if data.min() < 0:
+    if not non_negative:
         raise ValueError(
             "the expression matrix has negative values, so it looks scaled (z-scored, e.g. by "
             "sc.pp.scale); tokenize raw counts instead (pass layer='counts' or use adata.raw)"

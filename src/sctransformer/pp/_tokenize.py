@@ -23,7 +23,7 @@ from ..tokenizers._encode import (
     Encoded,
     Encoding,
     concat,
-    encode_blocks,
+    encode_chunk,
 )
 from ..tokenizers._sorting import row_totals
 
@@ -221,34 +221,33 @@ def tokenize(
         adata, method, gene_medians, vocab, names, gene_ids, layer, enc, chunk_size
     )
     parts: list[Encoded] = []
-    max_value = 0.0
-    all_integer = True
     n_jobs = settings.effective_n_jobs()
     bar = logg.progress(total=adata.n_obs, desc="tokenize", unit="cells")
-    for a, b, csr in iter_chunks(adata, layer=layer, chunk_size=chunk_size):
-        _validate.check_values(csr)
-        if csr.nnz:
-            max_value = max(max_value, float(csr.data.max()))
-            all_integer = all_integer and _validate.is_integer_valued(csr)
-        parts.extend(
-            encode_blocks(
+    out_dtype = np.int64 if method == "sentence" else np.int32
+    # encoding's scratch memory is bounded by its row blocks, so in-memory CSR goes in whole
+    chunks = iter_chunks(adata, layer=layer, chunk_size=chunk_size, whole_csr=True)
+    for a, b, csr in chunks:
+        parts.append(
+            encode_chunk(
                 csr,
                 enc,
-                n_jobs=n_jobs,
                 gene_ids=gene_ids,
                 medians=medians,
                 prefix=None if prefix_ids is None else prefix_ids[a:b],
                 cls_id=cls_id,
                 eos_id=eos_id,
                 row_start=a,
+                pad_id=pad_id,
+                dtype=out_dtype,
+                n_jobs=n_jobs,
             )
         )
         bar.update(b - a)
     bar.close()
-    # one join of every block, straight into the stored dtype with the pad id
-    out_dtype = np.int64 if method == "sentence" else np.int32
-    result = concat(parts, pad_value=enc.pad_value, pad_id=pad_id, dtype=out_dtype)
+    # one join of every chunk (none when there is one chunk)
+    result = concat(parts, pad_value=enc.pad_value, pad_id=pad_id)
     del parts
+    max_value, all_integer = result.max_value, result.all_integer
 
     n_special = enc.n_special
     empty = result.n_tokens <= n_special

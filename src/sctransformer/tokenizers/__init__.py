@@ -1,4 +1,4 @@
-"""Encodings of expression into tokens: numpy/scipy only, no AnnData.
+"""Encodings of expression into tokens: numpy, scipy and numba kernels; no AnnData.
 
 :class:`GeneVocab` is the package's one vocabulary class; :class:`Encoding` holds the
 parameters of one encoding and :func:`encode_chunk` applies it to a CSR block of cells.

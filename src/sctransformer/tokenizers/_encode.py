@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
-
-from . import _binning, _sorting
 
 METHODS = ("rank", "bin", "adaptive_bin", "value", "sentence")
 # Per-method defaults: Geneformer V1 context, scBERT's 6 bins of width 1 in log1p space,
@@ -88,41 +87,38 @@ class Encoding:
 
 @dataclass
 class Encoded:
-    """Padded result for a chunk: ids (-1 padded before the pad id is applied) and values."""
+    """Padded result for a chunk of cells, plus what was seen of its values."""
 
-    tokens: np.ndarray  # (n, W) int64 vocab ids, or var columns for 'sentence'
-    values: np.ndarray  # (n, W) float32
+    tokens: np.ndarray  # (n, W) vocab ids (var columns for 'sentence'), pad id past n_tokens
+    values: np.ndarray  # (n, W) float32, pad value past n_tokens
     n_tokens: np.ndarray  # (n,) int64
+    all_integer: bool = True
+    max_value: float = 0.0
 
 
-def _expression(data, rows, totals, enc: Encoding) -> np.ndarray:
-    """Per stored element, the normalised expression the method works on (float64)."""
-    x = data.astype(np.float64)
-    if not enc.normalize:
-        return x
-    x /= totals[rows]
-    x *= enc.target_sum
-    return x if enc.method == "rank" else np.log1p(x, out=x)
+# Stored elements per block of rows: blocks are the unit of work of the threads and bound the
+# scratch memory of the value pass.
+BLOCK_ELEMENTS = 1 << 18
 
 
-def _compact(kept: np.ndarray, indptr: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
-    """Positions of each row's kept elements in var order, -1 padded to ``width`` (no sort)."""
+def _blocks(indptr: np.ndarray, per_row: int | None) -> list[tuple[int, int]]:
+    """Row ranges holding about BLOCK_ELEMENTS elements each (``per_row``: a fixed row cost)."""
     n = len(indptr) - 1
-    idx = np.flatnonzero(kept)
-    r = rows[idx]
-    counts = np.bincount(r, minlength=n)
-    starts = np.cumsum(counts) - counts
-    out = np.full((n, width), -1, dtype=np.int64)
-    out[r, np.arange(len(idx)) - starts[r]] = idx - indptr[r]
-    return out
+    if per_row is not None:
+        step = max(1, BLOCK_ELEMENTS // max(per_row, 1))
+        bounds = [*range(0, n, step), n]
+    else:
+        marks = np.arange(BLOCK_ELEMENTS, int(indptr[-1]), BLOCK_ELEMENTS)
+        cuts = np.searchsorted(indptr, marks, side="right")
+        bounds = sorted({0, n, *cuts.tolist()})
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _var_order(pos: np.ndarray, indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The positions ``pos`` (any order, -1 padded) of each row re-emitted in var order."""
-    valid = pos >= 0
-    kept = np.zeros(len(rows), dtype=bool)
-    kept[(indptr[:-1, None] + np.maximum(pos, 0))[valid]] = True
-    return _compact(kept, indptr, rows, pos.shape[1])
+def _map(fn, items, n_jobs: int) -> list:
+    if n_jobs <= 1 or len(items) <= 1:
+        return [fn(it) for it in items]
+    with ThreadPoolExecutor(min(n_jobs, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def encode_chunk(
@@ -136,13 +132,16 @@ def encode_chunk(
     cls_id: int = -1,
     eos_id: int = -1,
     row_start: int = 0,
+    pad_id: int = -1,
+    dtype=np.int64,
+    n_jobs: int = 1,
 ) -> Encoded:
     """Encode one chunk of cells.
 
     Parameters
     ----------
     csr
-        Cells × var, sorted indices, non-negative finite values.
+        Cells × var, sorted indices; values are checked (finite, non-negative) here.
     gene_ids
         Vocabulary id of each var column, -1 for genes the vocabulary lacks (ignored).
     medians
@@ -151,182 +150,107 @@ def encode_chunk(
         Per-cell totals over all columns (normalisation denominators); computed when ``None``.
     prefix
         (n, c) condition-token ids placed after ``<cls>``.
+    cls_id, eos_id
+        Ids written first and last (-1: none); ignored by ``sentence``.
     row_start
         Global index of the chunk's first cell (seeds the per-cell hash).
+    pad_id, dtype
+        Token padding and the tokens' dtype.
+    n_jobs
+        Threads over row blocks; results do not depend on it.
     """
+    from .._validate import raise_bad_values
+    from . import _kernels  # numba loads on first use, not on package import
+
     n = csr.shape[0]
-    if totals is None:
-        totals = _sorting.row_totals(csr)
-    usable_gene = gene_ids >= 0
-    if enc.method == "rank":
+    mode = _kernels.MODES[enc.method]
+    indptr = csr.indptr.astype(np.int64, copy=False)
+    indices, data = csr.indices, csr.data
+    gene_ids = np.asarray(gene_ids, dtype=np.int64)
+    col_ok = gene_ids >= 0
+    if mode == _kernels.RANK:
         if medians is None:
             raise ValueError("rank encoding needs gene medians")
-        usable_gene &= np.isfinite(medians) & (medians > 0)
-    if enc.include_zeros:
-        # every usable gene becomes a stored element, zeros included
-        cols = np.flatnonzero(usable_gene)
-        data = csr[:, cols].toarray().ravel()
-        indices = np.tile(cols, n)
-        indptr = np.arange(n + 1, dtype=np.int64) * len(cols)
-        usable = None
+        col_ok &= np.isfinite(medians) & (medians > 0)
+        medians = np.asarray(medians, dtype=np.float64)
     else:
-        data, indices = csr.data, csr.indices
-        indptr = csr.indptr.astype(np.int64)
-        usable = usable_gene[indices] & (data != 0)
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    value = _expression(data, rows, totals, enc)
-    if enc.method == "rank":
-        with np.errstate(divide="ignore", invalid="ignore"):  # unusable genes: NaN medians
-            value /= medians[indices]
-        value[~usable] = 0.0
-    tok_of_elem = gene_ids[indices]
-    k = enc.gene_slots
-    u = None
-    if enc.method == "adaptive_bin" or enc.select == "random":
-        u = _sorting.uniform_hash(enc.seed, rows + row_start, tok_of_elem)
+        medians = np.ones(len(gene_ids))
+    ok_cols = np.flatnonzero(col_ok).astype(np.int64)
+    tot = np.full(n, np.nan) if totals is None else np.asarray(totals, np.float64).copy()
+    n_usable = np.zeros(n, dtype=np.int64)
+    blocks = _blocks(indptr, len(ok_cols) if enc.include_zeros else None)
 
-    # bins need every nonzero gene of the cell in order, before any truncation
-    full = enc.method == "adaptive_bin"
-    counts = np.diff(indptr)
-    n_usable = counts if usable is None else np.bincount(rows[usable], minlength=n)
-    if enc.method in ("bin", "value") and (k is None or int(n_usable.max(initial=0)) <= k):
-        # nothing to drop: every usable gene in var order, no sorting needed
-        order = None
-        everything = np.ones(len(rows), dtype=bool) if usable is None else usable
-        keep = _compact(everything, indptr, rows, int(n_usable.max(initial=0)))
-    elif enc.method in ("rank", "sentence"):
-        rank = enc.method == "rank"
-        order = _sorting.descending_order(
-            indptr,
-            value if rank else data,
-            usable,
-            k,
-            exact32=not rank and _sorting.float32_exact(data),
-        )
-        keep = order.pos
-    else:
-        # within a cell the value encodings are increasing functions of the stored value, so
-        # ordering by it is the same and, for counts, exact in float32 (no rounding check)
-        order = _sorting.descending_order(
-            indptr, data, usable, None if full else k, exact32=_sorting.float32_exact(data)
-        )
-        if enc.select == "random" and k is not None:
-            pos = _sorting.hashed_order(indptr, u, usable, k)
-        else:
-            pos = order.pos if k is None else order.pos[:, :k]
-        keep = _var_order(pos, indptr, rows)
-
-    if enc.method == "adaptive_bin":
-        elem_value = _adaptive_bins(order, indptr, value, u, enc)
-    elif enc.method == "bin":
-        elem_value = _binning.equal_width_bins(value, n_bins=enc.n_bins, bin_width=enc.bin_width)
-    else:
-        elem_value = value
-
-    valid = keep >= 0
-    elem = np.where(valid, indptr[:-1, None] + keep, 0)
-    n_genes = valid.sum(axis=1)
-    if enc.method == "sentence":
-        tokens = np.where(valid, indices[elem] if len(indices) else 0, -1).astype(np.int64)
-        return Encoded(tokens, np.zeros(tokens.shape, np.float32), n_genes.astype(np.int64))
-
-    n_pre = int(enc.add_cls) + (0 if prefix is None else prefix.shape[1])
-    n_tok = n_pre + n_genes + int(enc.add_eos)
-    width = int(n_tok.max()) if n else 0
-    tokens = np.full((n, width), -1, dtype=np.int64)
-    values = np.full((n, width), enc.pad_value, dtype=np.float32)
-    col = 0
-    if enc.add_cls:
-        tokens[:, 0] = cls_id
-        col = 1
-    if prefix is not None and prefix.shape[1]:
-        tokens[:, col : col + prefix.shape[1]] = prefix
-        col += prefix.shape[1]
-    m = min(keep.shape[1], width - col)
-    if m > 0 and len(tok_of_elem):
-        v = valid[:, :m]
-        tokens[:, col : col + m] = np.where(v, tok_of_elem[elem[:, :m]], -1)
-        values[:, col : col + m] = np.where(v, elem_value[elem[:, :m]], enc.pad_value)
-    if enc.add_eos:
-        tokens[np.arange(n), n_tok - 1] = eos_id
-    return Encoded(tokens, values, n_tok.astype(np.int64))
-
-
-def _adaptive_bins(order, indptr, value, u, enc: Encoding) -> np.ndarray:
-    """scGPT bins of every element (0 for zeros), from each row's ascending nonzero values."""
-    n, w = order.pos.shape
-    out = np.zeros(len(value))
-    if n == 0 or w == 0:
-        return out
-    valid = order.pos >= 0
-    elem_desc = np.where(valid, indptr[:-1, None] + order.pos, 0)
-    desc = np.where(valid, value[elem_desc], 0.0)
-    n_nonzero = (desc > 0).sum(axis=1)  # zeros (include_zeros) sort after every nonzero
-    src = n_nonzero[:, None] - 1 - np.arange(w)[None, :]
-    inside = src >= 0
-    src = np.maximum(src, 0)
-    elem_asc = np.take_along_axis(elem_desc, src, axis=1)
-    asc = np.where(inside, np.take_along_axis(desc, src, axis=1), np.inf)
-    u_asc = np.where(inside, u[elem_asc], 0.0)
-    digits = _binning.quantile_bins(asc, n_nonzero, n_bins=enc.n_bins, u=u_asc)
-    out[elem_asc[inside]] = digits[inside]
-    return out
-
-
-# Elements per block of rows: the padded (rows × longest row) work arrays of a block stay a few
-# MiB, so they are reused from the heap (and cache) instead of being mapped afresh per call,
-# which costs more than the arithmetic on them.
-BLOCK_ELEMENTS = 1 << 18
-
-
-def encode_parallel(csr: sp.csr_matrix, enc: Encoding, *, n_jobs: int, **kw) -> Encoded:
-    """``encode_chunk`` over small row blocks, in threads (numpy releases the GIL in the heavy
-    parts). Results do not depend on the blocking: every step is per row."""
-    return concat(encode_blocks(csr, enc, n_jobs=n_jobs, **kw), pad_value=enc.pad_value)
-
-
-def encode_blocks(csr: sp.csr_matrix, enc: Encoding, *, n_jobs: int, **kw) -> list[Encoded]:
-    """Like :func:`encode_parallel`, but the blocks' results unjoined (in row order)."""
-    n = csr.shape[0]
-    width = csr.shape[1] if enc.include_zeros else int(np.diff(csr.indptr).max(initial=0))
-    step = max(1, BLOCK_ELEMENTS // max(width, 1))
-    bounds = [*range(0, n, step), n]
-    if len(bounds) <= 2:
-        return [encode_chunk(csr, enc, **kw)]
-    prefix = kw.pop("prefix", None)
-    totals = kw.pop("totals", None)
-    row_start = kw.pop("row_start", 0)
-
-    def one(i: int) -> Encoded:
-        a, b = bounds[i], bounds[i + 1]
-        return encode_chunk(
-            csr[a:b],
-            enc,
-            prefix=None if prefix is None else prefix[a:b],
-            totals=None if totals is None else totals[a:b],
-            row_start=row_start + a,
-            **kw,
+    def scan(block):
+        return _kernels.scan_rows(
+            indptr, indices, data, col_ok, len(ok_cols), enc.include_zeros, *block, tot, n_usable
         )
 
-    if n_jobs <= 1:
-        parts = [one(i) for i in range(len(bounds) - 1)]
-    else:
-        with ThreadPoolExecutor(n_jobs) as pool:
-            parts = list(pool.map(one, range(len(bounds) - 1)))
-    return parts
+    stats = _map(scan, blocks, n_jobs)
+    finite = all(s[0] for s in stats)
+    raise_bad_values(finite=finite, non_negative=finite and all(s[1] for s in stats))
+
+    k = -1 if enc.gene_slots is None else enc.gene_slots
+    kept = n_usable if k < 0 else np.minimum(n_usable, k)
+    specials = enc.method != "sentence"
+    n_pre = (int(enc.add_cls) + (0 if prefix is None else prefix.shape[1])) if specials else 0
+    width = n_pre + int(kept.max(initial=0)) + int(enc.add_eos and specials)
+    tokens = np.empty((n, width), dtype=dtype)
+    values = np.empty((n, width), dtype=np.float32)
+    n_tokens = np.zeros(n, dtype=np.int64)
+    pre = np.zeros((n, 0), np.int64) if prefix is None or not specials else prefix
+    pre = np.ascontiguousarray(pre, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        seed_mix = np.uint64(enc.seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0xD1B54A32D192ED03)
+    qs = np.linspace(0, 1, enc.n_bins - 1) if mode == _kernels.ADAPTIVE else np.zeros(0)
+
+    def write(block):
+        a, b = block
+        # the log-space methods take numpy's log1p of the block's values (outside the kernel,
+        # so they equal numpy's to the bit); rank computes its scores inside the kernel
+        x = np.empty(0 if mode == _kernels.RANK else indptr[b] - indptr[a])
+        if len(x):
+            _kernels.normalised(indptr, data, tot, a, b, enc.normalize, float(enc.target_sum), x)
+            if enc.normalize:
+                np.log1p(x, out=x)
+        _kernels.encode_rows(
+            a, b, indptr, indices, data, x, indptr[a], tot, gene_ids, col_ok, ok_cols, medians,
+            mode, enc.normalize, float(enc.target_sum), k, enc.select == "random",
+            enc.include_zeros, enc.n_bins, float(enc.bin_width), qs, seed_mix, row_start,
+            pre, cls_id if enc.add_cls else -1, eos_id if enc.add_eos else -1, pad_id,
+            float(enc.pad_value), tokens, values, n_tokens,
+        )  # fmt: skip
+
+    _map(write, blocks, n_jobs)
+    return Encoded(
+        tokens,
+        values,
+        n_tokens,
+        all_integer=all(s[2] for s in stats),
+        max_value=max((s[3] for s in stats), default=0.0),
+    )
 
 
-def concat(parts: list[Encoded], *, pad_value: float, pad_id: int = -1, dtype=np.int64) -> Encoded:
-    """Stack padded results; token padding (-1 in ``parts``) becomes ``pad_id``."""
+def concat(parts: list[Encoded], *, pad_value: float, pad_id: int = -1) -> Encoded:
+    """Stack chunks (already in their final dtype and padding) to the widest one."""
+    if len(parts) == 1:
+        return parts[0]
     width = max((p.tokens.shape[1] for p in parts), default=0)
+    dtype = parts[0].tokens.dtype if parts else np.int64
     n = sum(len(p.n_tokens) for p in parts)
-    tokens = np.full((n, width), pad_id, dtype=dtype)
-    values = np.full((n, width), pad_value, dtype=np.float32)
+    tokens = np.empty((n, width), dtype=dtype)
+    values = np.empty((n, width), dtype=np.float32)
     r = 0
     for p in parts:
         m, w = p.tokens.shape
-        block = p.tokens if pad_id == -1 else np.where(p.tokens >= 0, p.tokens, pad_id)
-        tokens[r : r + m, :w] = block
+        tokens[r : r + m, :w] = p.tokens
+        tokens[r : r + m, w:] = pad_id
         values[r : r + m, :w] = p.values
+        values[r : r + m, w:] = pad_value
         r += m
-    return Encoded(tokens, values, np.concatenate([p.n_tokens for p in parts]))
+    return Encoded(
+        tokens,
+        values,
+        np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int64),
+        all_integer=all(p.all_integer for p in parts),
+        max_value=max((p.max_value for p in parts), default=0.0),
+    )
