@@ -347,3 +347,28 @@ def test_rank_scores_crowded_behind_an_outlier(make_counts):
     ref = reference_for(adata, x, med, max_length=100)
     assert (ref[2] == 100).any()  # truncation is exercised
     assert_same(adata, ref)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_data_medians_equal_numpy_median_per_gene(n_jobs):
+    from sctransformer.tokenizers._medians import gene_medians
+
+    rng = np.random.default_rng(6)
+    x = rng.poisson(rng.lognormal(-1.0, 1.5, size=(301, 80))).astype(np.float32)
+    x[:, 0] = 0  # never expressed
+    x[:, 1] = 0
+    x[5, 1] = 3  # one value
+    x[:2, 2] = 0  # (also) the same value in every cell that has it
+    x[2:, 2] = 4
+    x[:, 3] = np.arange(301) % 7  # many ties, even and odd counts across chunks
+    usable = np.ones(80, dtype=bool)
+    usable[4] = False
+    chunks = [sp.csr_matrix(x[:120]), sp.csr_matrix(x[120:])]
+    got = gene_medians(lambda: iter(chunks), usable, target_sum=1e4, n_jobs=n_jobs)
+    totals = x.astype(np.float64).sum(axis=1)
+    for j in range(80):
+        vals = x[:, j].astype(np.float64)[x[:, j] > 0] / totals[x[:, j] > 0] * 1e4
+        if not usable[j] or not len(vals):
+            assert np.isnan(got[j])
+        else:
+            assert got[j] == np.median(vals), j

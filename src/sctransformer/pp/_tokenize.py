@@ -7,7 +7,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _validate
@@ -25,7 +24,7 @@ from ..tokenizers._encode import (
     concat,
     encode_chunk,
 )
-from ..tokenizers._sorting import row_totals
+from ..tokenizers._medians import gene_medians
 
 _OPTIONAL = (
     "max_length",
@@ -397,22 +396,13 @@ def data_gene_medians(adata, *, layer, usable, enc: Encoding, chunk_size: int) -
 
     Exact, in float64; holds the nonzero values of usable genes in memory once.
     """
-    blocks = []
-    for _, _, csr in iter_chunks(adata, layer=layer, chunk_size=chunk_size):
-        _validate.check_values(csr)
-        totals = row_totals(csr)
-        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
-        keep = usable[csr.indices] & (csr.data > 0)
-        norm = csr.data / np.where(totals[rows] > 0, totals[rows], 1) * enc.target_sum
-        blocks.append(
-            sp.csr_matrix((np.where(keep, norm, 0.0), csr.indices, csr.indptr), shape=csr.shape)
-        )
-    csc = sp.vstack(blocks).tocsc()
-    csc.eliminate_zeros()
-    med = np.full(csc.shape[1], np.nan)
-    for j in np.flatnonzero(np.diff(csc.indptr)):
-        med[j] = np.median(csc.data[csc.indptr[j] : csc.indptr[j + 1]])
-    return med
+    return gene_medians(
+        lambda: (c for _, _, c in iter_chunks(adata, layer=layer, chunk_size=chunk_size,
+                                              whole_csr=True)),
+        usable,
+        target_sum=enc.target_sum,
+        n_jobs=settings.effective_n_jobs(),
+    )  # fmt: skip
 
 
 def _with_medians(vocab: GeneVocab, gene_ids, medians, names) -> GeneVocab:

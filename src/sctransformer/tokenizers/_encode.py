@@ -111,7 +111,12 @@ def _blocks(indptr: np.ndarray, per_row: int | None) -> list[tuple[int, int]]:
         marks = np.arange(BLOCK_ELEMENTS, int(indptr[-1]), BLOCK_ELEMENTS)
         cuts = np.searchsorted(indptr, marks, side="right")
         bounds = sorted({0, n, *cuts.tolist()})
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+    return ranges(bounds)
+
+
+def ranges(bounds) -> list[tuple[int, int]]:
+    """Consecutive non-empty ``(start, stop)`` pairs of increasing bounds."""
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _map(fn, items, n_jobs: int) -> list:

@@ -373,3 +373,92 @@ def encode_rows(r0, r1, indptr, indices, data, x, x_base, totals, gene_ids, col_
         n_tok[i] = c
         trow[c:] = pad_id
         vrow[c:] = pad_value
+
+
+# --- per-gene medians of the data (rank without given medians) --------------------------------
+
+
+@_kernel()
+def count_columns(indptr, indices, data, col_ok, r0, r1, counts):
+    """Add the nonzero values of each usable column in rows ``r0:r1`` to ``counts``; returns
+    (all finite, all non-negative) of the stored values."""
+    finite = True
+    non_negative = True
+    for j in range(indptr[r0], indptr[r1]):
+        d = data[j]
+        if not math.isfinite(d):
+            finite = False
+        elif d < 0:
+            non_negative = False
+        elif d > 0 and col_ok[indices[j]]:
+            counts[indices[j]] += 1
+    return finite, non_negative
+
+
+@_kernel()
+def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, cursor, out):
+    """Each nonzero value of a usable column in rows ``r0:r1``, scaled to ``target_sum`` per
+    cell (float64 totals over all columns), written at its column's ``cursor``."""
+    for i in range(r0, r1):
+        t = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            t += np.float64(data[j])
+        for j in range(indptr[i], indptr[i + 1]):
+            c = indices[j]
+            if data[j] > 0 and col_ok[c]:
+                out[cursor[c]] = np.float64(data[j]) / t * target_sum
+                cursor[c] += 1
+
+
+@_kernel()
+def _select(a, lo, hi, k):
+    """Reorder ``a[lo:hi]`` in place so ``a[k]`` holds the value a full sort would put there,
+    with nothing larger before it (quickselect, median-of-three pivots)."""
+    hi -= 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        if a[mid] < a[lo]:
+            a[mid], a[lo] = a[lo], a[mid]
+        if a[hi] < a[lo]:
+            a[hi], a[lo] = a[lo], a[hi]
+        if a[hi] < a[mid]:
+            a[hi], a[mid] = a[mid], a[hi]
+        pivot = a[mid]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+
+
+@_kernel()
+def segment_medians(starts, values, c0, c1, out):
+    """``np.median`` of ``values[starts[c]:starts[c + 1]]`` for columns ``c0:c1`` (NaN where
+    empty); reorders ``values`` within each segment."""
+    for c in range(c0, c1):
+        lo, hi = starts[c], starts[c + 1]
+        n = hi - lo
+        if n == 0:
+            out[c] = np.nan
+            continue
+        k = lo + n // 2
+        _select(values, lo, hi, k)
+        upper = values[k]
+        if n % 2:
+            out[c] = upper
+        else:
+            lower = values[lo]
+            for j in range(lo + 1, k):
+                lower = max(lower, values[j])
+            out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values
