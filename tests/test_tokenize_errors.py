@@ -65,14 +65,18 @@ def test_scaled_non_integer_data_warns(counts):
         sct.pp.tokenize(counts, method="bin")
 
 
-def test_cells_without_counts_warn(counts):
+@pytest.mark.parametrize(
+    ("method", "kw"), [("rank", {}), ("bin", {"include_zeros": True}), ("adaptive_bin", {})]
+)
+def test_cells_without_counts_warn(counts, method, kw):
     x = counts.X.toarray()
     x[[3, 10]] = 0
     counts.X = sp.csr_matrix(x)
     with pytest.warns(UserWarning, match=r"2 cell\(s\) have no counts.*filter_cells"):
-        sct.pp.tokenize(counts, method="rank")
+        sct.pp.tokenize(counts, method=method, **kw)
     n = counts.obs["sct_n_tokens"].to_numpy()
-    assert n[3] == n[10] == 1  # <cls> only
+    assert n[3] == n[10] == 1  # <cls> only, even where zeros are included
+    assert (np.delete(n, [3, 10]) > 1).all()
     assert counts.uns["sct"]["params"]["n_cells_without_tokens"] == 2
 
 
