@@ -38,7 +38,9 @@ def test_dense_csr_csc_backed_agree(counts, tmp_path, method):
         kw["select"] = "random"
         kw["max_length"] = 20
     want = sct.pp.tokenize(counts, copy=True, **kw)
-    for x in (counts.X.toarray(), sp.csc_matrix(counts.X), counts.X.astype(np.int32)):
+    dense = counts.X.toarray()
+    others = (dense, sp.csc_matrix(counts.X), counts.X.astype(np.int32), dense.astype(np.float16))
+    for x in others:
         other = AnnData(x, obs=counts.obs.copy(), var=counts.var.copy())
         sct.pp.tokenize(other, **kw)
         assert_same_outputs(outputs(other), outputs(want))

@@ -28,7 +28,9 @@ def to_csr(block) -> sp.csr_matrix:
     if sp.issparse(block):
         csr = sp.csr_matrix(block, copy=True)
     else:
-        csr = sp.csr_matrix(np.asarray(block))
+        dense = np.asarray(block)
+        # scipy.sparse has no float16; float32 holds every float16 value exactly
+        csr = sp.csr_matrix(dense.astype(np.float32) if dense.dtype == np.float16 else dense)
     csr.sum_duplicates()
     csr.sort_indices()
     return csr
