@@ -149,6 +149,24 @@ def test_rank_normalize_matches_rankdata_with_ties():
     np.testing.assert_allclose(r, ref)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_average_ranks_match_rankdata_per_row(ties):
+    from sctransformer.tl._attention_accum import average_ranks
+
+    g = torch.Generator().manual_seed(1)
+    x = (
+        torch.randint(0, 6, (3, 2, 9, 30), generator=g).double()
+        if ties
+        else torch.rand(3, 2, 9, 30, generator=g, dtype=torch.float64)
+    )
+    valid = torch.rand(3, 1, 1, 30, generator=g) > 0.3
+    got = average_ranks(x, valid).numpy()
+    for b, h, i in np.ndindex(3, 2, 9):
+        keep = valid[b, 0, 0].numpy()
+        want = (rankdata(x[b, h, i].numpy()[keep]) - 1) / (keep.sum() - 1)
+        np.testing.assert_allclose(got[b, h, i][keep], want, rtol=0, atol=1e-12)
+
+
 def test_streaming_over_batches_equals_one_pass(small, model):
     one = small.copy()
     sct.tl.attention_grn(

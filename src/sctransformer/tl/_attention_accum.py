@@ -23,11 +23,25 @@ def average_ranks(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     ``valid`` get meaningless values that callers must ignore. ``valid`` broadcasts to ``x``.
     """
     valid = valid.expand(x.shape)
-    big = torch.where(valid, x, torch.full_like(x, math.inf)).contiguous()
-    ordered = big.sort(dim=-1).values
-    lo = torch.searchsorted(ordered, big, side="left")
-    hi = torch.searchsorted(ordered, big, side="right")
-    ranks = (lo + hi - 1).to(x.dtype) / 2
+    big = torch.where(valid, x, torch.full_like(x, math.inf))
+    ordered, order = big.sort(dim=-1)
+    width = ordered.shape[-1]
+    # in sorted order, equal values form runs; an entry's average rank is its run's midpoint
+    starts = torch.ones(ordered.shape, dtype=torch.bool, device=x.device)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    if bool((starts | ordered.isinf()).all()):  # no ties among valid entries: rank = position
+        mid = torch.arange(width, dtype=x.dtype, device=x.device).expand(ordered.shape)
+    else:
+        # runs numbered across the flattened rows (each row starts a run, none spans two)
+        run = starts.view(-1).cumsum(0) - 1
+        size = torch.bincount(run)
+        first = size.cumsum(0) - size  # flat index of each run's first entry
+        row_start = torch.arange(0, run.numel(), width, device=x.device)
+        local = first[run].view(-1, width) - row_start[:, None]
+        mid = (local.to(x.dtype) + (size[run].view(-1, width) - 1).to(x.dtype) / 2).view(
+            ordered.shape
+        )
+    ranks = torch.empty_like(ordered).scatter_(-1, order, mid)
     n = valid.sum(-1, keepdim=True).to(x.dtype)
     return ranks / (n - 1).clamp(min=1)
 
