@@ -17,7 +17,8 @@ bin, value, sentence
 
 Slow references are timed on a subset of cells and extrapolated to cells/s (marked ``*``).
 Each timing is the best of ``--repeat`` runs. Peak memory is the tracemalloc peak of one
-extra, untimed run (numpy reports its buffers to tracemalloc). Usage::
+extra, untimed run (numpy reports its buffers to tracemalloc; the compiled kernels' scratch
+arrays, a few MiB per thread, are not seen). Usage::
 
     python benchmarks/tokenize.py                 # full size
     python benchmarks/tokenize.py --cells 5000 --genes 5000
