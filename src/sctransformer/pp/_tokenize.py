@@ -133,7 +133,8 @@ def tokenize(
     min_gene_fraction
         Fail when fewer than this fraction of the data's genes are in the vocabulary.
     chunk_size
-        Cells per chunk; bounds memory.
+        Cells read at a time from dense, CSC or backed matrices; bounds memory. An in-memory
+        CSR matrix is encoded whole (its working memory is bounded by row blocks anyway).
     key_added
         Prefix of the keys written (see Returns).
     copy
