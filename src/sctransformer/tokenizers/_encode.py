@@ -204,8 +204,7 @@ def encode_chunk(
     n_tokens = np.zeros(n, dtype=np.int64)
     pre = np.zeros((n, 0), np.int64) if prefix is None or not specials else prefix
     pre = np.ascontiguousarray(pre, dtype=np.int64)
-    with np.errstate(over="ignore"):
-        seed_mix = np.uint64(enc.seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0xD1B54A32D192ED03)
+    seed_mix = _kernels.seed_word(enc.seed)
     qs = np.linspace(0, 1, enc.n_bins - 1) if mode == _kernels.ADAPTIVE else np.zeros(0)
 
     def write(block):

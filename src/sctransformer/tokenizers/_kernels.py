@@ -20,7 +20,9 @@ from numba import njit
 RANK, BIN, ADAPTIVE, VALUE, SENTENCE = 0, 1, 2, 3, 4
 MODES = {"rank": RANK, "bin": BIN, "adaptive_bin": ADAPTIVE, "value": VALUE, "sentence": SENTENCE}
 
-# splitmix64 constants, as in _sorting.uniform_hash
+# splitmix64 of seed * _C_SEED + cell * _C_ROW + token id * _C_KEY: a cell's numbers do not
+# depend on chunking, threads or which other cells are present
+_C_SEED = np.uint64(0xD1B54A32D192ED03)
 _C_ROW = np.uint64(0x9E3779B97F4A7C15)
 _C_KEY = np.uint64(0xC2B2AE3D27D4EB4F)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -43,9 +45,16 @@ def _kernel(**options):
     return wrap
 
 
+def seed_word(seed: int) -> np.uint64:
+    """The seed's share of every hash word (computed once per call)."""
+    with np.errstate(over="ignore"):
+        return np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * _C_SEED
+
+
 @_kernel(inline="always")
-def _uniform(seed_mix, row, key):
-    """Same number as ``_sorting.uniform_hash`` for one (cell, token id)."""
+def uniform(seed_mix, row, key):
+    """Deterministic uniform number in [0, 1) for (seed, cell index, token id);
+    ``seed_mix = seed_word(seed)``."""
     z = seed_mix + np.uint64(row) * _C_ROW + np.uint64(key) * _C_KEY
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
@@ -223,7 +232,7 @@ def _adaptive_bins(order, val, cols, m, gene_ids, row, seed_mix, qs, edges, lt, 
         left += h_lt[t]  # edges <= the t-th smallest value
         right += h_le[t]  # edges < it
         e = order[last - t]
-        u = _uniform(seed_mix, row, gene_ids[cols[e]])
+        u = uniform(seed_mix, row, gene_ids[cols[e]])
         out[e] = math.ceil(u * (right - left) + left)
 
 
@@ -345,7 +354,7 @@ def encode_rows(r0, r1, indptr, indices, data, x, x_base, totals, gene_ids, col_
             if kk < m:
                 if select_hash:  # a seeded sample: ascending hash, ties in var order
                     for e in range(m):
-                        u = _uniform(seed_mix, row, gene_ids[cols[e]])
+                        u = uniform(seed_mix, row, gene_ids[cols[e]])
                         keys[e] = np.uint32(np.int64(u * 4294967296.0))
                         tmp_idx[e] = e
                     _, pick = _radix_sort(keys, tmp_idx, tmp_keys, idx, m, hist, 4)
