@@ -21,20 +21,20 @@ from __future__ import annotations
 import os
 import sys
 
-# scripts in this folder are run directly; keep their names (e.g. tokenize.py) from shadowing
-# standard-library modules of the same name
+# scripts in this folder are run directly; put their folder last on the path so their names
+# (e.g. tokenize.py) do not shadow standard-library modules, while _common still imports
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse
 import contextlib
 import copy
-import platform
 import time
 
 import numpy as np
 import torch
 import transformers
+from _common import GENEFORMER_V1, cpu_model
 
 import sctransformer as sct
 from sctransformer.models.converters.bert import config_from_bert, state_dict_from_bert
@@ -44,27 +44,8 @@ from sctransformer.train.data import TokenArrays, collate
 from sctransformer.train.loop import TrainConfig, _plan, schedule, train
 from sctransformer.train.objectives import masked_batch
 
-GENEFORMER_V1 = dict(
-    vocab_size=25426,
-    hidden_size=256,
-    num_hidden_layers=6,
-    num_attention_heads=4,
-    intermediate_size=512,
-    hidden_act="relu",
-    max_position_embeddings=2048,
-    layer_norm_eps=1e-12,
-    pad_token_id=0,
-)
 N_SPECIAL = 2  # ids 0 (<pad>) and 1 (<mask>); genes are 2..vocab_size-1
 MASK_ID = 1
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def synthetic_cells(n_cells: int, vocab_size: int, lo: int, hi: int, seed: int = 0) -> TokenArrays:

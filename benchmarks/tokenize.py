@@ -30,9 +30,10 @@ import os
 import sys
 
 # This script shares its name with the standard library's ``tokenize`` (imported by pandas and
-# tracemalloc); run as a script its folder heads sys.path, so take the folder off first.
+# tracemalloc); run as a script its folder heads sys.path, so move the folder to the end (the
+# standard library wins, _common still imports).
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
@@ -42,6 +43,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from _common import cpu_model  # noqa: E402
 from anndata import AnnData  # noqa: E402
 
 import sctransformer as sct  # noqa: E402
@@ -161,17 +163,6 @@ def peak_mib(fn) -> float:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak / 2**20
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
