@@ -23,8 +23,9 @@ def small_config(**kw) -> TransformerConfig:
     return TransformerConfig(**base)
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter (LayerNorms and biases too) random values so bugs show."""
+def randomize_(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
+    """Give every parameter (LayerNorms and biases too) random values so bugs show: LayerNorm
+    weights ``1 + 0.2 * noise``, everything else ``scale * noise``."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -32,7 +33,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             if "norm" in name.lower() and name.endswith("weight"):
                 p.copy_(1 + 0.2 * noise)
             else:
-                p.copy_(0.2 * noise)
+                p.copy_(scale * noise)
     return model
 
 

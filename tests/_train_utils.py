@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 import sctransformer as sct
+from _nn_utils import randomize_
 from sctransformer.nn import CellTransformer, TransformerConfig
 from sctransformer.tokenizers import GeneVocab
 
@@ -38,26 +39,13 @@ def untrained_model(adata, *, key: str = "sct", seed: int = 0, **kw) -> CellTran
     width = adata.obsm[f"{key}_tokens"].shape[1]
     torch.manual_seed(seed)
     model = CellTransformer(tiny_config(vocab, width, **kw))
-    randomize_(model, seed)
+    randomize_(model, seed, scale=0.3)
     model.vocab = vocab
     model.tokenize_params = {
         k: v for k, v in params.items() if k not in ("version", "n_genes_matched")
     }
     model.metadata = {"name": "test-model"}
     return model.eval()
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random values in every parameter (LayerNorms and biases too), so mistakes show."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if "norm" in name.lower() and name.endswith("weight"):
-                p.copy_(1 + 0.2 * noise)
-            else:
-                p.copy_(0.3 * noise)
-    return model
 
 
 def tokenized_pbmc(max_length: int = 64, **kw):

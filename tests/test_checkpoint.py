@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import sctransformer as sct
-from _train_utils import randomize_, tokenized_pbmc, untrained_model
+from _nn_utils import randomize_
+from _train_utils import tokenized_pbmc, untrained_model
 from sctransformer.models._io import FILES
 
 
@@ -96,7 +97,7 @@ def test_save_replaces_atomically_and_needs_vocab(model, tmp_path):
     sct.models.save(model, path)
     other = untrained_model(tokenized_pbmc(max_length=32)[:5].copy(), seed=9)
     other.metadata = {"name": "other"}
-    randomize_(other, 9)
+    randomize_(other, 9, scale=0.3)
     sct.models.save(other, path)
     assert sct.models.load(path).metadata["name"] == "other"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left
