@@ -41,7 +41,7 @@ from sctransformer.models.converters.bert import config_from_bert, state_dict_fr
 from sctransformer.nn import CellTransformer
 from sctransformer.nn.precision import autocast_context
 from sctransformer.train.data import TokenArrays, collate
-from sctransformer.train.loop import TrainConfig, _plan, schedule, train
+from sctransformer.train.loop import TrainConfig, _plan, optimizer, seed_step, train
 from sctransformer.train.objectives import masked_batch
 
 N_SPECIAL = 2  # ids 0 (<pad>) and 1 (<mask>); genes are 2..vocab_size-1
@@ -73,26 +73,13 @@ def train_ours(model, data, cfg):
 def train_bert(bert, data, cfg):
     """The same optimisation as ``train``, written against BertForMaskedLM."""
     is_gene = is_gene_mask(bert.config.vocab_size)
-    params = list(bert.named_parameters())
-    decay = [p for n, p in params if p.ndim > 1 and "layernorm" not in n.lower()]
-    no_decay = [p for n, p in params if not (p.ndim > 1 and "layernorm" not in n.lower())]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
     batches = _plan(data, cfg)
-    total = len(batches)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
+    opt, sched = optimizer(bert, cfg, len(batches))
     ctx = autocast_context(cfg.precision, "cpu")
     bert.train()
     losses = []
     for step, idx in enumerate(batches):
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_033 + step)
+        gen = seed_step(cfg.seed, step)
         batch = collate(data, idx)
         corrupted, chosen = masked_batch(
             batch,

@@ -60,6 +60,31 @@ def schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int):
+    """AdamW (no weight decay on biases and norms) and its warm-up + cosine-decay schedule over
+    ``total`` steps."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.ndim > 1 and "norm" not in n.lower()]
+    no_decay = [p for n, p in named if not (p.ndim > 1 and "norm" not in n.lower())]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
+    return opt, sched
+
+
+def seed_step(seed: int, step: int) -> torch.Generator:
+    """Seed step ``step``'s dropout (torch's global generator) and return its masking
+    generator, so a step's randomness depends on (seed, step) only: resume is exact."""
+    torch.manual_seed(seed * 1_000_003 + step)
+    return torch.Generator().manual_seed(seed * 1_000_033 + step)
+
+
 class _Step(torch.nn.Module):
     """Wraps model + objective so DistributedDataParallel sees one forward per step."""
 
@@ -128,21 +153,9 @@ def train(
         runner = torch.nn.parallel.DistributedDataParallel(
             step_module, find_unused_parameters="classifier" in model.heads
         )
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n.lower()]
-    no_decay = [
-        p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n.lower())
-    ]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
     batches = _plan(data, cfg)
     total = len(batches)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
+    opt, sched = optimizer(model, cfg, total)
     history: list[dict] = []
     start_step = 0
     if resume_from is not None:
@@ -153,8 +166,7 @@ def train(
     bar.update(start_step)
     with torch.random.fork_rng(devices=[]):
         for step in range(start_step, total):
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of this step
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_033 + step)  # masking
+            gen = seed_step(cfg.seed, step)
             batch = collate(data, batches[step])
             # masks are drawn for the global batch, then each process keeps its share
             local = _share(batch, rank, world)
