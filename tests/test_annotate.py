@@ -218,11 +218,15 @@ def test_query_with_too_few_known_genes(data):
         ({"layer": 5}, "layer=5"),
         ({"batch_key": "missing"}, "'missing' not found"),
         ({"labels_key": None}, "labels_key is required"),
+        ({"batch_key": "gappy"}, r"obs\['gappy'\] of the reference has 1 missing values"),
     ],
 )
 def test_errors_leave_adata_unchanged(data, kwargs, match):
     model, ref, query = data
     query, ref = query.copy(), ref.copy()
+    for a in (query, ref):
+        a.obs["gappy"] = "b1"
+    ref.obs.iloc[2, ref.obs.columns.get_loc("gappy")] = None
     before, before_ref = snapshot(query), snapshot(ref)
     kw = {"reference": ref, "labels_key": "cell_type", **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -137,11 +137,14 @@ def test_xgboost_is_optional(bench, monkeypatch):
         ({"cv": 1}, "cv must be"),
         ({"layer": "counts"}, "'counts' not found"),
         ({"annotate_kwds": {"nope": 1}, "model": "M"}, "annotate_kwds"),
+        ({"split_key": "gappy"}, r"obs\['gappy'\] has 1 missing values; fill them"),
     ],
 )
 def test_errors_leave_adata_unchanged(bench, kwargs, match):
     adata, model = bench
     adata = adata.copy()
+    adata.obs["gappy"] = adata.obs["cell_type"].astype(object)
+    adata.obs.iloc[1, adata.obs.columns.get_loc("gappy")] = None
     if kwargs.get("model") == "M":
         kwargs = {**kwargs, "model": model}
     kw = {"labels_key": "cell_type", "methods": ["majority"], **kwargs}

@@ -145,12 +145,15 @@ def test_integration_metrics_subsamples():
         ({"labels_key": "one"}, "one label"),
         ({"use_rep": []}, "use_rep is empty"),
         ({"n_neighbors": 0}, "n_neighbors"),
+        ({"labels_key": "gappy"}, r"obs\['gappy'\] has 1 missing values; fill or drop"),
     ],
 )
 def test_integration_errors_leave_adata_unchanged(kwargs, match):
     adata, x = _rep(mixed=True, separated_labels=True, n=40)
     adata.obsm["X_pca"] = x
     adata.obs["one"] = "same"
+    adata.obs["gappy"] = adata.obs["label"].astype(object)
+    adata.obs.iloc[3, adata.obs.columns.get_loc("gappy")] = None
     adata.X = sp.csr_matrix(adata.X)
     before = snapshot(adata)
     kw = {"batch_key": "batch", "labels_key": "label", "use_rep": "X_pca", **kwargs}

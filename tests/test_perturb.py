@@ -156,11 +156,14 @@ def test_shift_matches_a_manual_reembedding(pert):
         ({"groupby": "cell_type", "target": "typeX"}, "not a value of"),
         ({"groupby": "nope"}, "'nope' not found"),
         ({"batch_size": 0}, "batch_size"),
+        ({"groupby": "gappy"}, r"obs\['gappy'\] has 1 missing values; fill them"),
     ],
 )
 def test_errors_leave_adata_unchanged(pert, kwargs, match):
     adata, model = pert
     adata = adata.copy()
+    adata.obs["gappy"] = adata.obs["cell_type"].astype(object)
+    adata.obs.iloc[0, adata.obs.columns.get_loc("gappy")] = None
     before = snapshot(adata)
     kw = {"genes": GENES, **kwargs}
     with pytest.raises(ValueError, match=match):

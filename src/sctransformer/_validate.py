@@ -37,6 +37,20 @@ def check_key(mapping, key: str, *, where: str) -> None:
         raise ValueError(f"{key!r} not found in {where}; available: {known}")
 
 
+def obs_column(adata, key: str, *, fix: str, where: str = "adata.obs", of: str = ""):
+    """``adata.obs[key]`` after checking that it exists and has no missing values.
+
+    ``fix`` ends the error message (what to do); ``of`` names the object in it
+    (e.g. ``" of the reference"``).
+    """
+    check_key(adata.obs, key, where=where)
+    col = adata.obs[key]
+    n_missing = int(col.isna().sum())
+    if n_missing:
+        raise ValueError(f"obs[{key!r}]{of} has {n_missing} missing values; {fix}")
+    return col
+
+
 def _data_of(x) -> np.ndarray:
     return x.data if sp.issparse(x) else np.asarray(x)
 

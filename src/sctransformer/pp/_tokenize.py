@@ -190,13 +190,9 @@ def tokenize(
     conditions: tuple[str, ...] = ()
     batches = None
     if batch_key is not None and method != "sentence":
-        _validate.check_key(adata.obs, batch_key, where="adata.obs")
-        batches = adata.obs[batch_key]
-        if batches.isna().any():
-            raise ValueError(
-                f"obs[{batch_key!r}] has {int(batches.isna().sum())} missing values; fill them "
-                "(e.g. with 'unknown') before tokenizing"
-            )
+        batches = _validate.obs_column(
+            adata, batch_key, fix="fill them (e.g. with 'unknown') before tokenizing"
+        )
         batches = batches.astype(str).to_numpy()
         conditions = ("batch",)
     enc = Encoding(method, seed=seed, conditions=conditions, **params)

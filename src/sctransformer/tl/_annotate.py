@@ -59,13 +59,13 @@ def check_known_genes(
 
 
 def check_batches(adata: AnnData, batch_key: str, *, what: str) -> np.ndarray:
-    _validate.check_key(adata.obs, batch_key, where=f"the {what}'s obs")
-    col = adata.obs[batch_key]
-    if col.isna().any():
-        raise ValueError(
-            f"obs[{batch_key!r}] of the {what} has {int(col.isna().sum())} missing values; fill "
-            "them (e.g. with 'unknown') first"
-        )
+    col = _validate.obs_column(
+        adata,
+        batch_key,
+        fix="fill them (e.g. with 'unknown') first",
+        where=f"the {what}'s obs",
+        of=f" of the {what}",
+    )
     return col.astype(str).to_numpy()
 
 

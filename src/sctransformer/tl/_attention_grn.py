@@ -133,13 +133,7 @@ def select_genes(adata: AnnData, model, genes) -> tuple[np.ndarray, np.ndarray]:
 def _group_codes(adata: AnnData, groupby: str | None) -> tuple[np.ndarray, list[str]]:
     if groupby is None:
         return np.zeros(adata.n_obs, dtype=np.int64), []
-    _validate.check_key(adata.obs, groupby, where="adata.obs")
-    col = adata.obs[groupby]
-    if col.isna().any():
-        raise ValueError(
-            f"obs[{groupby!r}] has {int(col.isna().sum())} missing values; fill them or subset "
-            "the cells first"
-        )
+    col = _validate.obs_column(adata, groupby, fix="fill them or subset the cells first")
     cat = col.astype("category").cat.remove_unused_categories()
     names = [str(c) for c in cat.cat.categories]
     if OVERALL in names:

@@ -318,9 +318,7 @@ def benchmark(
     _validate.check_nonempty(adata)
     _validate.check_key(adata.obs, labels_key, where="adata.obs")
     if split_key is not None:
-        _validate.check_key(adata.obs, split_key, where="adata.obs")
-        if adata.obs[split_key].isna().any():
-            raise ValueError(f"obs[{split_key!r}] has missing values; fill them first")
+        _validate.obs_column(adata, split_key, fix="fill them first")
     elif test_groups is not None:
         raise ValueError("test_groups needs split_key")
     if layer is not None:

@@ -103,9 +103,7 @@ def integration_metrics(
         raise ValueError("use_rep is empty")
     _validate.check_nonempty(adata)
     for key in (batch_key, labels_key):
-        _validate.check_key(adata.obs, key, where="adata.obs")
-        if adata.obs[key].isna().any():
-            raise ValueError(f"obs[{key!r}] has missing values; fill or drop those cells first")
+        _validate.obs_column(adata, key, fix="fill or drop those cells first")
     if n_neighbors < 1:
         raise ValueError(f"n_neighbors must be positive, got {n_neighbors}")
     batches = adata.obs[batch_key].astype(str).to_numpy()

@@ -201,10 +201,8 @@ def in_silico_perturb(
     _validate.check_nonempty(adata)
     groups = None
     if groupby is not None:
-        _validate.check_key(adata.obs, groupby, where="adata.obs")
-        groups = adata.obs[groupby].astype(str).to_numpy()
-        if adata.obs[groupby].isna().any():
-            raise ValueError(f"obs[{groupby!r}] has missing values; fill them first")
+        groups = _validate.obs_column(adata, groupby, fix="fill them first")
+        groups = groups.astype(str).to_numpy()
     if target is not None:
         if groups is None:
             raise ValueError("target= needs groupby= (target is one of its values)")
