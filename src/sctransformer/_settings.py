@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -68,6 +69,24 @@ class SctSettings:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # macOS
             return max(1, os.cpu_count() or 1)
+
+    @contextlib.contextmanager
+    def override(self, **values):
+        """Set settings for the duration of a ``with`` block; restored afterwards, even on error.
+
+        ``with sct.settings.override(verbosity=0, progress_bars=False): ...``
+        """
+        unknown = [k for k in values if k.startswith("_") or not hasattr(self, k)]
+        if unknown:
+            raise AttributeError(f"unknown settings {unknown}")
+        saved = {k: getattr(self, k) for k in values}
+        try:
+            for k, v in values.items():
+                setattr(self, k, v)
+            yield self
+        finally:
+            for k, v in saved.items():
+                setattr(self, k, v)
 
     def __repr__(self) -> str:
         return (

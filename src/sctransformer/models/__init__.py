@@ -2,12 +2,14 @@
 
 from ._fetch import ChecksumError, DownloadError, OfflineError
 from ._io import save
+from ._model import Model
 from ._registry import ModelEntry, RemoteFile, available, files, load, resolve
 from ._safe_pickle import UnsafePickleError, load_pickle
 
 __all__ = [
     "ChecksumError",
     "DownloadError",
+    "Model",
     "ModelEntry",
     "OfflineError",
     "RemoteFile",

@@ -54,14 +54,17 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
     """
     from safetensors.torch import save_file
 
+    from ._model import Model
+
     if not isinstance(getattr(model, "vocab", None), GeneVocab):
         raise ValueError("the model has no vocabulary (model.vocab); set a GeneVocab before saving")
+    model = Model.wrap(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         # tied weights (MLM decoder = token embedding) are stored once; load re-ties them
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in model.module.state_dict().items()}
         seen: dict[int, str] = {}
         for k in list(state):
             ptr = state[k].data_ptr()
@@ -70,13 +73,13 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
             else:
                 seen[ptr] = k
         save_file(state, str(tmp / "model.safetensors"))
-        model.config.to_json(tmp / "config.json")
+        model.module.config.to_json(tmp / "config.json")
         model.vocab.save(tmp / "vocab.json")
         meta = {
-            **dict(getattr(model, "metadata", {}) or {}),
+            **model.metadata,
             **(metadata or {}),
             "package_version": __version__,
-            "tokenize_params": dict(getattr(model, "tokenize_params", {}) or {}),
+            "tokenize_params": dict(model.tokenize_params),
             "weights_sha256": sha256_file(tmp / "model.safetensors"),
         }
         (tmp / "metadata.json").write_text(
@@ -104,10 +107,14 @@ def _plain(value):
 
 
 def load_checkpoint(path: str | os.PathLike, *, verify: bool = True):
-    """Load a checkpoint folder written by :func:`save`."""
+    """Load a checkpoint folder written by :func:`save` as a :class:`~._model.Model`.
+
+    A checkpoint whose metadata names no model is named after its folder.
+    """
     from safetensors.torch import load_file
 
     from ..nn.model import CellTransformer
+    from ._model import Model
 
     path = Path(path)
     missing = [f for f in FILES if not (path / f).exists()]
@@ -134,11 +141,15 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True):
             f"weights in {path} do not fit config.json: missing {missing_keys[:5]}, "
             f"unexpected {result.unexpected_keys[:5]}"
         )
-    model.vocab = GeneVocab.load(path / "vocab.json")
-    model.tokenize_params = dict(meta.pop("tokenize_params", {}))
-    model.metadata = meta
     model.eval()
-    return model
+    tokenize_params = dict(meta.pop("tokenize_params", {}))
+    meta.setdefault("name", path.resolve().name)
+    return Model(
+        model,
+        vocab=GeneVocab.load(path / "vocab.json"),
+        tokenize_params=tokenize_params,
+        metadata=meta,
+    )
 
 
 def _is_tied(model, key: str) -> bool:

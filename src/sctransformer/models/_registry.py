@@ -11,6 +11,7 @@ import pandas as pd
 
 from .._settings import settings
 from . import _io
+from ._model import Model
 
 _BUNDLED = Path(__file__).parent / "weights"
 
@@ -352,10 +353,11 @@ def load(
 
     Returns
     -------
-    :class:`~sctransformer.nn.CellTransformer` in eval mode with ``.vocab``,
-    ``.tokenize_params`` (the publisher's tokenization, used by ``sct.pp.tokenize`` when the
-    model is passed as ``vocab=``) and ``.metadata`` (source, licence, citation, the
-    publisher's embedding defaults under ``"embedding"``, dropped tensors) set.
+    :class:`~sctransformer.models.Model`: the torch module (``.module``, in eval mode) with
+    ``.vocab``, ``.tokenize_params`` (the publisher's tokenization, used by
+    ``sct.pp.tokenize`` when the model is passed as ``vocab=``) and ``.metadata`` (name,
+    source, licence, citation, the publisher's embedding defaults under ``"embedding"``,
+    dropped tensors). A folder's model is named after its metadata, else the folder.
     """
     from .converters import geneformer, scgpt
 
@@ -370,14 +372,17 @@ def load(
         if _io.is_checkpoint(path):
             return _io.load_checkpoint(path)
         if scgpt.is_scgpt_folder(path):
-            return scgpt.load_scgpt_folder(path)
+            return _named(scgpt.load_scgpt_folder(path), path)
         if geneformer.is_geneformer_folder(path):
-            return geneformer.load_geneformer_folder(
+            return _named(
+                geneformer.load_geneformer_folder(
+                    path,
+                    token_dictionary=token_dictionary,
+                    gene_median_dictionary=gene_median_dictionary,
+                    gene_name_id_dict=gene_name_id_dict,
+                    ensembl_mapping_dict=ensembl_mapping_dict,
+                ),
                 path,
-                token_dictionary=token_dictionary,
-                gene_median_dictionary=gene_median_dictionary,
-                gene_name_id_dict=gene_name_id_dict,
-                ensembl_mapping_dict=ensembl_mapping_dict,
             )
         raise ValueError(
             f"{path} is not a model folder this package can read: expected its own checkpoint "
@@ -388,6 +393,14 @@ def load(
         f"{key!r} is neither a registered model ({sorted(REGISTRY)}) nor an existing folder; "
         "see sct.models.available()"
     )
+
+
+def _named(module, path: Path) -> Model:
+    """A converted publisher's folder as a model, named after its metadata or the folder."""
+    model = Model.wrap(module)
+    if not model.metadata.get("name") or model.metadata["name"] == "unnamed":
+        model.metadata["name"] = path.resolve().name
+    return model
 
 
 def _converter_version(kind: str) -> int:
@@ -469,15 +482,15 @@ def _convert(entry: ModelEntry, paths: dict[str, Path]):
     raise ValueError(f"no converter for {entry.name!r} (kind={entry.kind!r})")
 
 
-def resolve(model):
-    """A model object from a model, a registry name or a checkpoint path."""
+def resolve(model) -> Model:
+    """The :class:`~sctransformer.models.Model` for a model, a registry name or a folder.
+
+    A bare :class:`~sctransformer.nn.CellTransformer` carrying ``.vocab`` (and
+    ``.tokenize_params``, ``.metadata``) is wrapped.
+    """
     if isinstance(model, str | os.PathLike):
         return load(model)
-    if not hasattr(model, "config") or not hasattr(model, "vocab"):
-        raise ValueError(
-            f"expected a CellTransformer, a model name or a checkpoint path, got "
-            f"{type(model).__name__}; see sct.models.available()"
-        )
+    model = Model.wrap(model)
     if model.vocab is None:
         raise ValueError("the model has no vocabulary (model.vocab); load or train it with one")
     return model

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from ._arrays import TokenArrays
+
 METHODS = ("rank", "bin", "adaptive_bin", "value", "sentence")
 # Per-method defaults: Geneformer V1 context, scBERT's 6 bins of width 1 in log1p space,
 # scGPT's 51 bins and 1,200 genes, Cell2Sentence's first 100 genes.
@@ -85,17 +87,6 @@ class Encoding:
         return d
 
 
-@dataclass
-class Encoded:
-    """Padded result for a chunk of cells, plus what was seen of its values."""
-
-    tokens: np.ndarray  # (n, W) vocab ids (var columns for 'sentence'), pad id past n_tokens
-    values: np.ndarray  # (n, W) float32, pad value past n_tokens
-    n_tokens: np.ndarray  # (n,) int64
-    all_integer: bool = True
-    max_value: float = 0.0
-
-
 # Stored elements per block of rows: blocks are the unit of work of the threads and bound the
 # scratch memory of the value pass.
 BLOCK_ELEMENTS = 1 << 18
@@ -140,7 +131,7 @@ def encode_chunk(
     pad_id: int = -1,
     dtype=np.int64,
     n_jobs: int = 1,
-) -> Encoded:
+) -> TokenArrays:
     """Encode one chunk of cells.
 
     Parameters
@@ -225,22 +216,24 @@ def encode_chunk(
         )  # fmt: skip
 
     _map(write, blocks, n_jobs)
-    return Encoded(
+    return TokenArrays(
         tokens,
         values,
         n_tokens,
+        pad_id=pad_id,
+        pad_value=float(enc.pad_value),
         all_integer=all(s[2] for s in stats),
         max_value=max((s[3] for s in stats), default=0.0),
     )
 
 
-def concat(parts: list[Encoded], *, pad_value: float, pad_id: int = -1) -> Encoded:
+def concat(parts: list[TokenArrays], *, pad_value: float, pad_id: int = -1) -> TokenArrays:
     """Stack chunks (already in their final dtype and padding) to the widest one."""
     if len(parts) == 1:
         return parts[0]
     width = max((p.tokens.shape[1] for p in parts), default=0)
     dtype = parts[0].tokens.dtype if parts else np.int64
-    n = sum(len(p.n_tokens) for p in parts)
+    n = sum(len(p) for p in parts)
     tokens = np.empty((n, width), dtype=dtype)
     values = np.empty((n, width), dtype=np.float32)
     r = 0
@@ -251,10 +244,12 @@ def concat(parts: list[Encoded], *, pad_value: float, pad_id: int = -1) -> Encod
         values[r : r + m, :w] = p.values
         values[r : r + m, w:] = pad_value
         r += m
-    return Encoded(
+    return TokenArrays(
         tokens,
         values,
-        np.concatenate([p.n_tokens for p in parts]) if parts else np.zeros(0, np.int64),
+        np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
+        pad_id=pad_id,
+        pad_value=pad_value,
         all_integer=all(p.all_integer for p in parts),
         max_value=max((p.max_value for p in parts), default=0.0),
     )

@@ -65,3 +65,64 @@ def gene_medians(
     parts = ranges([0, *sorted(set(cuts.tolist())), n_vars])
     _map(lambda p: _kernels.segment_medians(starts, values, p[0], p[1], out), parts, n_jobs)
     return out
+
+
+# rank_medians takes a parameter of the same name
+gene_medians_of = gene_medians
+
+
+def rank_medians(gene_medians, vocab, names, gene_ids, chunks, *, target_sum: float, n_jobs: int):
+    """Per var column median for ``rank`` (NaN = unusable gene) and where it came from.
+
+    ``gene_medians``: a mapping, ``"vocab"``, ``"data"``, ``"none"`` or ``None`` (the
+    vocabulary's when it has them, else the data's); ``chunks`` yields the data's CSR chunks
+    (called only for ``"data"``).
+    """
+    if isinstance(gene_medians, str):
+        if gene_medians not in ("vocab", "data", "none"):
+            raise ValueError(
+                f"gene_medians={gene_medians!r}; use 'vocab', 'data', 'none' or a mapping"
+            )
+        source = gene_medians
+    elif gene_medians is None:
+        source = "vocab" if vocab.gene_medians else "data"
+    else:
+        # keys may be the data's names or the vocabulary's tokens they map to (Geneformer's
+        # dictionary is keyed by Ensembl id; data may use symbols or versioned ids)
+        lookup = {str(k): v for k, v in gene_medians.items()}
+        tokens = vocab.id_to_token(np.maximum(gene_ids, 0)) if len(vocab) else []
+        med = np.full(len(names), np.nan)
+        for j, (name, i) in enumerate(zip(names, gene_ids, strict=True)):
+            m = lookup.get(name)
+            if m is None and i >= 0:
+                m = lookup.get(tokens[j])
+            if m is not None:
+                med[j] = float(m)
+        if not np.isfinite(med).any():
+            raise ValueError(
+                "gene_medians names none of the data's genes (nor their vocabulary tokens); "
+                "check its keys"
+            )
+        return med, "given"
+    if source == "none":
+        return np.where(gene_ids >= 0, 1.0, np.nan), "none"
+    if source == "vocab":
+        if not vocab.gene_medians:
+            raise ValueError(
+                "gene_medians='vocab' but the vocabulary has no gene medians; use "
+                "gene_medians='data' to compute them from this data"
+            )
+        return vocab.medians_for(gene_ids), "vocab"
+    medians = gene_medians_of(chunks, gene_ids >= 0, target_sum=target_sum, n_jobs=n_jobs)
+    return medians, "data"
+
+
+def with_medians(vocab, gene_ids, medians):
+    """The vocabulary with the data's medians recorded, so queries reuse them."""
+    d = vocab.to_dict()
+    meds = dict(d["gene_medians"])
+    for i, m in zip(gene_ids, medians, strict=True):
+        if i >= 0 and np.isfinite(m):
+            meds[vocab.id_to_token([i])[0]] = float(m)
+    d["gene_medians"] = meds
+    return type(vocab).from_dict(d)

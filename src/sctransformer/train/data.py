@@ -6,31 +6,11 @@ and :func:`collate`, so padding, ordering and trimming behave the same everywher
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..tokenizers import TokenArrays
 
-@dataclass
-class TokenArrays:
-    """Padded token ids and values of a set of cells (no AnnData here)."""
-
-    tokens: np.ndarray  # (n, L) integer ids, padded with pad_id
-    values: np.ndarray  # (n, L) float32
-    lengths: np.ndarray  # (n,) real tokens per cell
-    pad_id: int
-    pad_value: float = -2.0
-
-    def __post_init__(self) -> None:
-        self.lengths = np.asarray(self.lengths, dtype=np.int64)
-        if self.tokens.shape != self.values.shape or len(self.lengths) != len(self.tokens):
-            raise ValueError(
-                f"tokens {self.tokens.shape}, values {self.values.shape} and lengths "
-                f"{self.lengths.shape} do not describe the same cells"
-            )
-
-    def __len__(self) -> int:
-        return len(self.lengths)
+__all__ = ["TokenArrays", "collate", "length_grouped_batches", "model_inputs"]
 
 
 def length_grouped_batches(
@@ -85,3 +65,9 @@ def collate(data: TokenArrays, idx: np.ndarray, device="cpu") -> dict:
         "padding_mask": mask.to(device),
         "index": idx,
     }
+
+
+def model_inputs(module, batch: dict) -> tuple:
+    """``(tokens, values or None)`` as the module reads them (values only where it uses them)."""
+    values = batch["values"] if module.config.value_input != "none" else None
+    return batch["tokens"], values

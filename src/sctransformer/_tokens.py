@@ -1,0 +1,409 @@
+"""AnnData ↔ token arrays: the one path every task takes.
+
+:func:`tokenize_arrays` encodes an AnnData's cells without touching it; :func:`write_tokens`
+stores a result in ``obsm``/``obs``/``uns`` and :func:`read_tokens` reads stored tokens back.
+:func:`model_token_chunks` gives a task the cells as a model reads them, chunk by chunk (stored
+tokens when they were made for the model, else tokenized on the fly), so backed AnnData streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from . import _validate
+from ._data import iter_chunks
+from ._settings import settings
+from ._version import __version__
+from .tokenizers import GeneVocab, TokenArrays
+from .tokenizers._encode import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_N_BINS,
+    METHODS,
+    Encoding,
+    concat,
+    encode_chunk,
+)
+from .tokenizers._medians import rank_medians, with_medians
+
+OPTIONAL = (
+    "max_length",
+    "target_sum",
+    "normalize",
+    "n_bins",
+    "bin_width",
+    "select",
+    "include_zeros",
+    "add_cls",
+    "add_eos",
+    "pad_value",
+)
+
+
+def layout(key: str) -> dict[str, str]:
+    """Where tokens made under ``key`` live (``obsm``/``obs``/``uns`` names)."""
+    return {
+        "tokens": f"{key}_tokens",
+        "values": f"{key}_values",
+        "n_tokens": f"{key}_n_tokens",
+        "sentence": f"{key}_sentence",
+        "uns": key,
+    }
+
+
+@dataclass
+class Tokenized:
+    """The result of :func:`tokenize_arrays`: arrays (or sentences), parameters, vocabulary."""
+
+    arrays: TokenArrays
+    params: dict
+    vocab: GeneVocab
+    sentences: list[str] | None = None
+    n_empty: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def tokenize_arrays(
+    adata: AnnData,
+    *,
+    method: str | None = None,
+    vocab=None,
+    layer: str | None = None,
+    gene_key: str | None = None,
+    gene_medians: Mapping[str, float] | pd.Series | str | None = None,
+    batch_key: str | None = None,
+    seed: int = 0,
+    min_gene_fraction: float = 0.2,
+    chunk_size: int = 4096,
+    **options,
+) -> Tokenized:
+    """Encode ``adata``'s cells; nothing is written. Arguments as :func:`sctransformer.pp.tokenize`.
+
+    ``options`` are the encoding settings of ``OPTIONAL``; ``None`` means the model's (when
+    ``vocab`` is a model), else the method's default. Warnings are collected in
+    ``Tokenized.warnings`` for the caller to emit.
+    """
+    unknown = sorted(set(options) - set(OPTIONAL))
+    if unknown:
+        raise TypeError(f"unknown tokenize options {unknown}")
+    model = vocab if vocab is not None and not isinstance(vocab, GeneVocab) else None
+    if model is not None and not isinstance(getattr(model, "vocab", None), GeneVocab):
+        raise ValueError(
+            "vocab must be a GeneVocab or a model with a .vocab; got "
+            f"{type(vocab).__name__}. Load a model with sct.models.load(...)"
+        )
+    model_params = dict(getattr(model, "tokenize_params", None) or {})
+    vocab = model.vocab if model is not None else vocab
+    method = method or model_params.get("method")
+    if method is None:
+        raise ValueError(f"method is required; use one of {list(METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {list(METHODS)}")
+    explicit = {k: options.get(k) for k in OPTIONAL}
+    params = resolve_options(
+        method, explicit, model_params if model_params.get("method") == method else {}
+    )
+
+    _validate.check_nonempty(adata)
+    names = _gene_names(adata, gene_key)
+    _validate.check_unique(names)
+    conditions: tuple[str, ...] = ()
+    batches = None
+    if batch_key is not None and method != "sentence":
+        batches = _validate.obs_column(
+            adata, batch_key, fix="fill them (e.g. with 'unknown') before tokenizing"
+        )
+        batches = batches.astype(str).to_numpy()
+        conditions = ("batch",)
+    enc = Encoding(method, seed=seed, conditions=conditions, **params)
+
+    if vocab is None:
+        vocab = GeneVocab.from_genes(
+            names,
+            conditions={"batch": pd.unique(batches)} if batches is not None else None,
+        )
+    gene_ids = vocab.encode_genes(names)
+    _validate.check_gene_overlap(names, gene_ids, vocab.genes, min_fraction=min_gene_fraction)
+    prefix_ids = None
+    if batches is not None:
+        lookup = {b: vocab.condition_id("batch", b) for b in pd.unique(batches)}
+        prefix_ids = np.array([lookup[b] for b in batches], dtype=np.int64)[:, None]
+    pad_id = vocab.pad_id if method != "sentence" else -1
+    cls_id = vocab.cls_id if enc.add_cls and method != "sentence" else -1
+    eos_id = vocab.eos_id if enc.add_eos and method != "sentence" else -1
+
+    medians, median_source = (None, "none")
+    if method == "rank":
+        medians, median_source = rank_medians(
+            gene_medians,
+            vocab,
+            names,
+            gene_ids,
+            lambda: (c for _, _, c in iter_chunks(adata, layer=layer, chunk_size=chunk_size,
+                                                  whole_csr=True)),
+            target_sum=enc.target_sum,
+            n_jobs=settings.effective_n_jobs(),
+        )  # fmt: skip
+    from . import logging as logg
+
+    parts = []
+    n_jobs = settings.effective_n_jobs()
+    bar = logg.progress(total=adata.n_obs, desc="tokenize", unit="cells")
+    out_dtype = np.int64 if method == "sentence" else np.int32
+    # encoding's scratch memory is bounded by its row blocks, so in-memory CSR goes in whole
+    for a, b, csr in iter_chunks(adata, layer=layer, chunk_size=chunk_size, whole_csr=True):
+        parts.append(
+            encode_chunk(
+                csr,
+                enc,
+                gene_ids=gene_ids,
+                medians=medians,
+                prefix=None if prefix_ids is None else prefix_ids[a:b],
+                cls_id=cls_id,
+                eos_id=eos_id,
+                row_start=a,
+                pad_id=pad_id,
+                dtype=out_dtype,
+                n_jobs=n_jobs,
+            )
+        )
+        bar.update(b - a)
+    bar.close()
+    result = concat(parts, pad_value=enc.pad_value, pad_id=pad_id)  # no copy for one chunk
+    del parts
+
+    empty = result.lengths <= enc.n_special
+    if empty.all():
+        raise ValueError(
+            "no cell has any expressed gene known to the vocabulary; check that X holds "
+            "expression (not an empty layer) and that genes match the vocabulary"
+        )
+    warnings = []
+    if not result.all_integer and enc.normalize and method != "sentence":
+        warnings.append(
+            f"the matrix is not integer counts (it looks "
+            f"{_validate.describe_non_counts(result.max_value)}); {method!r} normalises counts "
+            "itself. Pass raw counts (layer='counts') or normalize=False if the values are "
+            "already what you want"
+        )
+    if empty.any():
+        warnings.append(
+            f"{int(empty.sum())} cell(s) have no counts in vocabulary genes and get no gene "
+            "tokens; remove them with sc.pp.filter_cells(adata, min_counts=1) first"
+        )
+    record = {
+        **enc.to_dict(),
+        "layer": layer or "X",
+        "gene_key": gene_key or "var_names",
+        "batch_key": batch_key or "",
+        "gene_medians": median_source,
+        "min_gene_fraction": min_gene_fraction,
+        "n_genes_matched": int((gene_ids >= 0).sum()),
+        "n_cells_without_tokens": int(empty.sum()),
+        "version": __version__,
+    }
+    sentences = None
+    if method == "sentence":
+        gene_names = np.asarray(names, dtype=object)
+        sentences = [
+            " ".join(gene_names[row[:n]])
+            for row, n in zip(result.tokens, result.lengths, strict=True)
+        ]
+    elif method == "rank" and median_source == "data":
+        vocab = with_medians(vocab, gene_ids, medians)
+    return Tokenized(
+        arrays=result,
+        params=record,
+        vocab=vocab,
+        sentences=sentences,
+        n_empty=int(empty.sum()),
+        warnings=warnings,
+    )
+
+
+def write_tokens(adata: AnnData, tok: Tokenized, key: str) -> str:
+    """Store ``tok`` under ``key`` (see :func:`sctransformer.pp.tokenize`); returns what it wrote."""
+    k = layout(key)
+    sentence = tok.sentences is not None
+    # drop what an earlier call under the same key wrote in the other layout
+    for stale in (k["tokens"], k["values"]):
+        if sentence and stale in adata.obsm:
+            del adata.obsm[stale]
+    if not sentence and k["sentence"] in adata.obs:
+        del adata.obs[k["sentence"]]
+    adata.obs[k["n_tokens"]] = tok.arrays.lengths
+    if sentence:
+        adata.obs[k["sentence"]] = tok.sentences
+        written = f"obs[{k['sentence']!r}]"
+    else:
+        adata.obsm[k["tokens"]] = tok.arrays.tokens
+        adata.obsm[k["values"]] = tok.arrays.values
+        written = f"obsm[{k['tokens']!r}], obsm[{k['values']!r}]"
+    adata.uns[k["uns"]] = {"params": tok.params, "vocab": tok.vocab.to_json()}
+    return f"{written}, obs[{k['n_tokens']!r}], uns[{k['uns']!r}]"
+
+
+def stored_params(adata: AnnData, key: str) -> dict:
+    return dict(adata.uns.get(key, {}).get("params", {}))
+
+
+def stored_vocab(adata: AnnData, key: str) -> GeneVocab:
+    k = layout(key)
+    if k["tokens"] not in adata.obsm:
+        raise ValueError(f"obsm[{k['tokens']!r}] not found; run sct.pp.tokenize first")
+    if key not in adata.uns or "vocab" not in adata.uns[key]:
+        raise ValueError(
+            f"obsm[{k['tokens']!r}] exists but uns[{key!r}] has no vocabulary; re-run "
+            "sct.pp.tokenize"
+        )
+    return GeneVocab.from_json(adata.uns[key]["vocab"])
+
+
+def read_tokens(
+    adata: AnnData, key: str, *, start: int = 0, stop: int | None = None, pad_id: int | None = None
+) -> TokenArrays:
+    """Token arrays stored by :func:`write_tokens` for cells ``start:stop`` (backed: read then)."""
+    k = layout(key)
+    if k["tokens"] not in adata.obsm:
+        raise ValueError(f"obsm[{k['tokens']!r}] not found; run sct.pp.tokenize first")
+    stop = adata.n_obs if stop is None else stop
+    if pad_id is None:
+        pad_id = stored_vocab(adata, key).pad_id
+    params = stored_params(adata, key)
+    return TokenArrays(
+        tokens=np.asarray(adata.obsm[k["tokens"]][start:stop]),
+        values=np.asarray(adata.obsm[k["values"]][start:stop]),
+        lengths=np.asarray(adata.obs[k["n_tokens"]].to_numpy()[start:stop]),
+        pad_id=int(pad_id),
+        pad_value=float(params.get("pad_value", -2.0)),
+    )
+
+
+def stored_for(adata: AnnData, model, key: str, *, batch_key: str | None = None) -> bool:
+    """Whether ``adata`` holds tokens under ``key`` made with ``model``'s vocabulary and method
+    (and the same batch condition tokens)."""
+    k = layout(key)
+    if k["tokens"] not in adata.obsm or key not in adata.uns:
+        return False
+    params = stored_params(adata, key)
+    if params.get("method") != model.tokenize_params.get("method", params.get("method")):
+        return False
+    if (params.get("batch_key") or "") != (batch_key or ""):
+        return False
+    return adata.uns[key].get("vocab") == model.vocab.to_json()
+
+
+def model_token_chunks(
+    adata: AnnData,
+    model,
+    *,
+    key: str = "sct",
+    chunk_size: int = 2048,
+    batch_key: str | None = None,
+    gene_key: str | None = None,
+    min_gene_fraction: float = 0.2,
+    cells: np.ndarray | None = None,
+) -> Iterator[tuple[int, int, TokenArrays]]:
+    """Yield ``(start, stop, arrays)`` over ``adata``'s cells as ``model`` reads them.
+
+    Stored tokens are reused when they were made for the model (:func:`stored_for`); otherwise
+    each chunk is tokenized now, with the model's vocabulary and parameters. Only one chunk is
+    in memory at a time, so backed AnnData streams. ``cells`` (positions) restricts the pass to
+    those cells; ``start:stop`` then index into ``cells``.
+    """
+    from ._settings import settings
+
+    reuse = stored_for(adata, model, key, batch_key=batch_key)
+    n = adata.n_obs if cells is None else len(cells)
+    gene_key = model.gene_key(adata, gene_key) if hasattr(model, "gene_key") else gene_key
+    for a in range(0, n, chunk_size):
+        b = min(a + chunk_size, n)
+        rows = slice(a, b) if cells is None else np.asarray(cells[a:b])
+        if reuse:
+            if cells is None:
+                yield a, b, read_tokens(adata, key, start=a, stop=b, pad_id=model.vocab.pad_id)
+            else:
+                whole = _read_rows(adata, key, rows, model.vocab.pad_id)
+                yield a, b, whole
+            continue
+        sub = adata[rows]
+        sub = sub.to_memory() if adata.isbacked else sub
+        with settings.override(verbosity=0, progress_bars=False):
+            tok = tokenize_arrays(
+                sub,
+                vocab=model,
+                gene_key=gene_key,
+                batch_key=batch_key,
+                min_gene_fraction=min_gene_fraction,
+            )
+        yield a, b, tok.arrays
+
+
+def _read_rows(adata, key, rows, pad_id) -> TokenArrays:
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    k = layout(key)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    params = stored_params(adata, key)
+    return TokenArrays(
+        tokens=np.asarray(adata.obsm[k["tokens"]][sorted_rows])[back],
+        values=np.asarray(adata.obsm[k["values"]][sorted_rows])[back],
+        lengths=adata.obs[k["n_tokens"]].to_numpy()[rows],
+        pad_id=int(pad_id),
+        pad_value=float(params.get("pad_value", -2.0)),
+    )
+
+
+def model_tokens(adata: AnnData, model, *, cells: np.ndarray | None = None, **kw) -> TokenArrays:
+    """Every cell's (or ``cells``') token arrays as one :class:`TokenArrays` (streamed read)."""
+    parts = [arrays for _, _, arrays in model_token_chunks(adata, model, cells=cells, **kw)]
+    if not parts:
+        raise ValueError("no cells to tokenize")
+    return concat(parts, pad_value=parts[0].pad_value, pad_id=parts[0].pad_id)
+
+
+# -- parameters and medians ------------------------------------------------------------------
+
+
+def resolve_options(method: str, explicit: dict, model_params: dict) -> dict:
+    """Each option: given, else the model's, else the method's default."""
+    defaults = {
+        "max_length": DEFAULT_MAX_LENGTH[method],
+        "target_sum": 1e4,
+        "normalize": True,
+        "n_bins": DEFAULT_N_BINS.get(method, 51),
+        "bin_width": 1.0,
+        "select": "top",
+        "include_zeros": False,
+        "add_cls": method != "sentence",
+        "add_eos": False,
+        "pad_value": -2.0,
+    }
+    out = {}
+    for k in OPTIONAL:
+        if explicit.get(k) is not None:
+            out[k] = explicit[k]
+        elif k in model_params:
+            out[k] = model_params[k]
+        else:
+            out[k] = defaults[k]
+    if out["max_length"] is not None and out["max_length"] < 0:
+        out["max_length"] = None  # stored as -1 in uns
+    return out
+
+
+def _gene_names(adata: AnnData, gene_key: str | None) -> list[str]:
+    if gene_key is None:
+        return [str(g) for g in adata.var_names]
+    _validate.check_key(adata.var, gene_key, where="adata.var")
+    col = adata.var[gene_key]
+    if col.isna().any():
+        raise ValueError(
+            f"var[{gene_key!r}] has {int(col.isna().sum())} missing names; fill or drop those genes"
+        )
+    return [str(g) for g in col]
