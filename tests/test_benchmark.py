@@ -38,7 +38,7 @@ def test_every_arm_on_the_same_split(bench):
         annotate_kwds={"epochs": 1},
         device="cpu",
     )
-    t = adata.uns["sct_benchmark"]
+    t = adata.uns["sct_benchmark"]["table"]
     assert isinstance(t, pd.DataFrame)
     assert list(pd.unique(t["method"])) == expected
     assert {"sct_linear", "sct_knn", "sct_finetune", "logreg_hvg", "pca_logreg", "pca_knn"} <= set(
@@ -64,7 +64,7 @@ def test_every_arm_on_the_same_split(bench):
     # the generated cell types are easy: tuned baselines are far above the majority class
     assert wide.loc["logreg_hvg", "macro_f1"] > wide.loc["majority", "macro_f1"] + 0.5
     assert (wide["time_s"] >= 0).all()
-    assert no_none(adata.uns["sct_benchmark_params"])
+    assert no_none(adata.uns["sct_benchmark"]["params"])
     assert set(t["family"]) == {"baseline", "transformer"}
 
 
@@ -80,7 +80,7 @@ def test_cross_batch_split(bench):
     )
     split = adata.obs["sct_benchmark_split"]
     assert ((split == "test") == (adata.obs["donor"] == "d2")).all()
-    assert adata.uns["sct_benchmark_params"]["test_groups"] == ["d2"]
+    assert adata.uns["sct_benchmark"]["params"]["test_groups"] == ["d2"]
 
 
 def test_default_test_group_is_last(bench):
@@ -108,7 +108,7 @@ def test_xgboost_when_installed():
 
     adata = nb_counts(80, 40, seed=3)
     sct.tl.benchmark(adata, labels_key="cell_type", methods=["xgboost"])
-    t = adata.uns["sct_benchmark"]
+    t = adata.uns["sct_benchmark"]["table"]
     params = json.loads(t["best_params"].iloc[0])
     assert {"max_depth", "n_estimators"} <= set(params)
 

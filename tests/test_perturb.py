@@ -81,7 +81,7 @@ def test_keys_and_table(pert, mode):
         precision="fp32",
         device="cpu",
     )
-    t = adata.uns["sct_perturb"]
+    t = adata.uns["sct_perturb"]["table"]
     assert isinstance(t, pd.DataFrame)
     n_groups = adata.obs["cell_type"].nunique()
     assert len(t) == len(GENES) * n_groups
@@ -100,7 +100,7 @@ def test_keys_and_table(pert, mode):
     else:
         assert shift.notna().all().all()
     assert t.groupby("gene")["n_cells"].sum().to_dict() == shift.notna().sum().to_dict()
-    assert no_none(adata.uns["sct_perturb_params"])
+    assert no_none(adata.uns["sct_perturb"]["params"])
 
 
 def test_batching_does_not_change_results(pert):

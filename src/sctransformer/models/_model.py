@@ -215,6 +215,12 @@ class Model:
         names = self.gene_names(adata, gene_key)
         ids = vocab.encode_genes(names)
         n_known = int((ids >= 0).sum())
+        if n_known == 0:
+            raise ValueError(
+                f"none of the {what}'s genes are in the model's vocabulary: check that the "
+                "names use the vocabulary's naming (gene symbols vs Ensembl IDs; pass gene_key= "
+                "naming a var column that does) and the species"
+            )
         need = min(min_genes, vocab.n_genes)
         if n_known < need:
             raise ValueError(

@@ -71,18 +71,8 @@ class PackedOutput:
 
     def pool(self, mode: Literal["cls", "mean"] = "cls", mask: torch.Tensor | None = None):
         """Cell vectors ``[B, d]``; see :func:`pool` (``mask`` in the padded ``[B, L]`` layout)."""
-        if mode == "cls":
-            return self.hidden[self.cu_seqlens[:-1]]
         selected = self.padding_mask if mask is None else (mask & self.padding_mask)
-        weights = selected[self.padding_mask].to(self.hidden.dtype)  # packed [T]
-        cell = torch.repeat_interleave(
-            torch.arange(len(self.cu_seqlens) - 1, device=self.hidden.device),
-            self.cu_seqlens.diff(),
-        )
-        sums = self.hidden.new_zeros(len(self.cu_seqlens) - 1, self.hidden.shape[-1])
-        sums.index_add_(0, cell, self.hidden * weights[:, None])
-        counts = torch.zeros_like(sums[:, 0]).index_add_(0, cell, weights)
-        return sums / counts.clamp(min=1)[:, None]
+        return pool(self.to_padded(), selected, mode)
 
 
 def pool(

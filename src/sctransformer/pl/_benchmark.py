@@ -23,7 +23,7 @@ def benchmark(
     Parameters
     ----------
     adata
-        AnnData with ``uns["sct_benchmark"]`` from :func:`sctransformer.tl.benchmark`.
+        AnnData with ``uns["sct_benchmark"]["table"]`` from :func:`sctransformer.tl.benchmark`.
     metrics
         Overall metrics to draw, one panel each: ``"macro_f1"``, ``"accuracy"``,
         ``"balanced_accuracy"``, ``"time_s"``.
@@ -45,9 +45,12 @@ def benchmark(
     import matplotlib.pyplot as plt
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    if key not in adata.uns or not isinstance(adata.uns[key], pd.DataFrame):
-        raise ValueError(f"uns[{key!r}] is not a benchmark table; run sct.tl.benchmark first")
-    table = adata.uns[key]
+    entry = adata.uns.get(key)
+    if not isinstance(entry, dict) or not isinstance(entry.get("table"), pd.DataFrame):
+        raise ValueError(
+            f"uns[{key!r}]['table'] is not a benchmark table; run sct.tl.benchmark first"
+        )
+    table = entry["table"]
     overall = table[table["label"] == ""]
     known = sorted(set(overall["metric"]))
     bad = [m for m in metrics if m not in known]

@@ -21,7 +21,7 @@ def perturbation(
     Parameters
     ----------
     adata
-        AnnData with ``uns["sct_perturb"]`` from :func:`sctransformer.tl.in_silico_perturb`.
+        AnnData with ``uns["sct_perturb"]["table"]`` from :func:`sctransformer.tl.in_silico_perturb`.
     metric
         A column of that table: ``"cell_shift"``, ``"gene_shift"`` or ``"target_shift"``.
     key
@@ -39,9 +39,12 @@ def perturbation(
     """
     import matplotlib.pyplot as plt
 
-    if key not in adata.uns or not isinstance(adata.uns[key], pd.DataFrame):
-        raise ValueError(f"uns[{key!r}] is not a perturbation table; run sct.tl.in_silico_perturb")
-    table = adata.uns[key]
+    entry = adata.uns.get(key)
+    if not isinstance(entry, dict) or not isinstance(entry.get("table"), pd.DataFrame):
+        raise ValueError(
+            f"uns[{key!r}]['table'] is not a perturbation table; run sct.tl.in_silico_perturb"
+        )
+    table = entry["table"]
     if metric not in table.columns:
         options = [c for c in ("cell_shift", "gene_shift", "target_shift") if c in table.columns]
         raise ValueError(f"metric {metric!r} is not in uns[{key!r}]; available: {options}")

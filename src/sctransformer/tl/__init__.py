@@ -1,6 +1,7 @@
 """Tools: pretraining, embeddings and the tasks built on them."""
 
-from ._annotate import CellAnnotator, annotate
+from ._annotate import annotate
+from ._annotator import CellAnnotator
 from ._attention_grn import attention_grn
 from ._benchmark import benchmark
 from ._embed import embed_cells, embed_genes

@@ -12,212 +12,20 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._tokens import stored_for
 from ..models import resolve
-from ..train.data import collate, length_grouped_batches
-from ._inputs import (
-    check_model_vocab,
-    chunk_arrays,
-    record_params,
-    resolve_device,
-    tokens_match,
+from ._attention_stream import (
+    OVERALL,
+    _check_normalize,
+    _group_codes,
+    resolve_heads,
+    resolve_layers,
+    select_genes,
+    stream_attention,
 )
+from ._common import check_positive, copy_of, resolve_device
 
-OVERALL = "all"  # group name of the network over all cells
-_NORMALIZE = ("rank", "softmax", None)
-
-
-# -- argument checks (all raise before anything is computed or written) --------------------------
-
-
-def resolve_layers(layers, n_layers: int) -> list[int]:
-    """0-based layer indices from ``-1`` (last), 1-based positions, a list of those, or "all"."""
-    if isinstance(layers, str):
-        if layers != "all":
-            raise ValueError(f"layers={layers!r}; use an int, a list of ints or 'all'")
-        return list(range(n_layers))
-    seq = [layers] if np.isscalar(layers) else list(layers)
-    if not seq:
-        raise ValueError("layers is empty; pass e.g. layers=-1 (the last layer)")
-    out: list[int] = []
-    for layer in seq:
-        ok = isinstance(layer, int | np.integer) and not isinstance(layer, bool)
-        if not ok or layer == 0 or not -n_layers <= layer <= n_layers:
-            raise ValueError(
-                f"layer {layer!r} is out of range for a {n_layers}-layer model; use "
-                f"1..{n_layers} or -1..-{n_layers} (-1 = last layer), or 'all'"
-            )
-        i = int(layer) - 1 if layer > 0 else n_layers + int(layer)
-        if i in out:
-            raise ValueError(f"layers lists layer {layer!r} twice")
-        out.append(i)
-    return out
-
-
-def resolve_heads(heads, n_heads: int) -> list[int] | None:
-    """``None`` for "mean" (heads averaged), else 0-based head indices kept apart."""
-    if isinstance(heads, str):
-        if heads == "mean":
-            return None
-        if heads == "all":
-            return list(range(n_heads))
-        raise ValueError(f"heads={heads!r}; use 'mean', 'all' or a list of head indices")
-    seq = [heads] if np.isscalar(heads) else list(heads)
-    if not seq:
-        raise ValueError("heads is empty; use 'mean', 'all' or a list of head indices")
-    out: list[int] = []
-    for h in seq:
-        ok = isinstance(h, int | np.integer) and not isinstance(h, bool)
-        if not ok or not 0 <= h < n_heads:
-            raise ValueError(
-                f"head {h!r} is out of range: the model has {n_heads} heads, 0..{n_heads - 1}"
-            )
-        if int(h) in out:
-            raise ValueError(f"heads lists head {h!r} twice")
-        out.append(int(h))
-    return out
-
-
-def _check_normalize(normalize) -> None:
-    if normalize not in _NORMALIZE:
-        raise ValueError(f"normalize={normalize!r}; use 'rank', 'softmax' or None")
-
-
-def _var_gene_names(adata: AnnData, model) -> list[str]:
-    names = [str(g) for g in adata.var_names]
-    gk = model.tokenize_params.get("gene_key", "var_names")
-    if gk not in ("", "var_names", None) and gk in adata.var:
-        names = [str(g) for g in adata.var[gk]]
-    return names
-
-
-def select_genes(adata: AnnData, model, genes) -> tuple[np.ndarray, np.ndarray]:
-    """Var positions of the tracked genes and a vocabulary id → gene index lookup.
-
-    ``genes=None`` tracks every gene of the data that the vocabulary knows, in var order;
-    otherwise the given names (``var_names``, or the model's ``gene_key`` column) in the
-    given order.
-    """
-    vocab = model.vocab
-    names = _var_gene_names(adata, model)
-    var_ids = vocab.encode_genes(names)
-    if genes is None:
-        sel = np.flatnonzero(var_ids >= 0)
-        if len(sel) == 0:
-            raise ValueError(
-                "none of the data's genes are in the model's vocabulary; check var_names (or "
-                "the model's gene_key column)"
-            )
-    else:
-        genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
-        if not genes:
-            raise ValueError("genes is empty; pass gene names or None for every gene")
-        _validate.check_unique(genes, what="names in genes")
-        by_var = pd.Index(adata.var_names).get_indexer(genes)
-        by_key = pd.Index(names).get_indexer(genes) if names is not None else by_var
-        pos = np.where(by_var >= 0, by_var, by_key)
-        missing = [g for g, p in zip(genes, pos, strict=True) if p < 0]
-        if missing:
-            raise ValueError(f"genes not found in adata.var_names: {missing[:10]}")
-        unknown = [g for g, p in zip(genes, pos, strict=True) if var_ids[p] < 0]
-        if unknown:
-            raise ValueError(
-                f"genes not in the model's vocabulary: {unknown[:10]}; the model cannot attend "
-                "to them"
-            )
-        sel = pos.astype(np.int64)
-    lookup = np.full(len(vocab), -1, dtype=np.int64)
-    lookup[var_ids[sel]] = np.arange(len(sel))
-    return sel, lookup
-
-
-def _group_codes(adata: AnnData, groupby: str | None) -> tuple[np.ndarray, list[str]]:
-    if groupby is None:
-        return np.zeros(adata.n_obs, dtype=np.int64), []
-    col = _validate.obs_column(adata, groupby, fix="fill them or subset the cells first")
-    cat = col.astype("category").cat.remove_unused_categories()
-    names = [str(c) for c in cat.cat.categories]
-    if OVERALL in names:
-        raise ValueError(
-            f"obs[{groupby!r}] has a group named {OVERALL!r}, the name of the network over all "
-            "cells; rename that group"
-        )
-    return cat.cat.codes.to_numpy().astype(np.int64), names
-
-
-# -- the streaming pass ---------------------------------------------------------------------------
-
-
-def stream_attention(
-    adata: AnnData,
-    model,
-    *,
-    lookup: np.ndarray,
-    codes: np.ndarray,
-    n_groups: int,
-    layers: list[int],
-    heads: list[int] | None,
-    normalize: str | None,
-    batch_size: int,
-    chunk_size: int,
-    device,
-    tokens_key: str,
-    desc: str,
-):
-    """Run the model over all cells of ``adata`` and return the filled :class:`AttentionSums`.
-
-    Cells are read ``chunk_size`` at a time (tokenized on the fly unless ``obsm`` holds the
-    model's tokens), grouped by length into batches padded to their longest cell, and each
-    batch's attention is added to the sums and dropped: nothing per cell is kept.
-    """
-    import torch
-
-    from ._attention_accum import AttentionSums, rank_normalize, raw_scores
-
-    n_genes = int((lookup >= 0).sum())
-    n_slots = 1 if heads is None else len(layers) * len(heads)
-    cfg = model.config
-    acc = AttentionSums(n_groups, n_slots, n_genes, cfg.num_layers, cfg.num_heads)
-    is_gene = torch.as_tensor(np.asarray(model.vocab.is_gene))
-    lookup_t = torch.as_tensor(lookup)
-    values_used = cfg.value_input != "none"
-    objective = "ntp" if (model.metadata or {}).get("objective") == "ntp" else "mlm"
-    reuse = tokens_match(adata, model, tokens_key)
-    bar = logg.progress(total=adata.n_obs, desc=desc, unit="cells")
-    for a in range(0, adata.n_obs, chunk_size):
-        b = min(a + chunk_size, adata.n_obs)
-        data = chunk_arrays(adata, model, key=tokens_key, start=a, stop=b, reuse=reuse)
-        for idx in length_grouped_batches(data.lengths, batch_size):
-            batch = collate(data, idx, device)
-            with torch.inference_mode():
-                out = model(
-                    batch["tokens"],
-                    batch["values"] if values_used else None,
-                    padding_mask=batch["padding_mask"],
-                    objective=objective,
-                    output_attentions=True,
-                    output_hidden_states=normalize is None,
-                    backend="math",
-                )
-                tokens = batch["tokens"].cpu()
-                real = batch["padding_mask"].cpu()
-                gene_index = torch.where(real, lookup_t[tokens], -1)
-                if normalize is None:
-                    maps = torch.stack([raw_scores(model, out.hidden_states, i) for i in layers], 1)
-                else:
-                    maps = torch.stack([out.attentions[i] for i in layers], 1)
-                maps = maps.cpu()  # [B, layers, H, L, L]
-                if normalize == "rank":
-                    maps = rank_normalize(maps, is_gene[tokens] & real)
-                if heads is None:
-                    maps = maps.mean(dim=(1, 2))[:, None]
-                else:
-                    maps = maps[:, :, heads].flatten(1, 2)
-                acc.add(maps, gene_index, torch.as_tensor(codes[a + idx]))
-                acc.add_received(list(out.attentions), gene_index, real)
-            del out, maps
-            bar.update(len(idx))
-    bar.close()
-    return acc
+__all__ = ["attention_grn", "attention_maps", "resolve_heads", "resolve_layers"]
 
 
 def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -269,6 +77,10 @@ def attention_grn(
     batch_size: int = 16,
     chunk_size: int = 2048,
     device: str = "auto",
+    gene_key: str | None = None,
+    min_gene_fraction: float = 0.2,
+    min_genes: int = 50,
+    seed: int = 0,
     tokens_key: str = "sct",
     key_added: str = "sct_grn",
     copy: bool = False,
@@ -325,6 +137,8 @@ def attention_grn(
         Cells tokenized at a time.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, …
+    gene_key, min_gene_fraction, min_genes, seed
+        As in :func:`sctransformer.tl.embed_cells`.
     tokens_key
         Prefix of the token arrays written by :func:`sctransformer.pp.tokenize` (reused when
         they were made with the model's vocabulary).
@@ -355,10 +169,10 @@ def attention_grn(
         by their mean column sum of attention probabilities (1 = the share under uniform
         attention), plus ``"layers"`` (1-based) and ``"heads"`` (0-based).
     ``uns["sct_grn"]["params"]``
-        Every parameter, with the model name, weights sha256, version and device.
+        Every parameter, with the model name, weights sha256, version, device and seed.
     """
     model = resolve(model)
-    check_model_vocab(model)
+    model.check()
     _validate.check_nonempty(adata)
     cfg = model.config
     layer_idx = resolve_layers(layers, cfg.num_layers)
@@ -366,16 +180,14 @@ def attention_grn(
     _check_normalize(normalize)
     if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    for name, val in (("batch_size", batch_size), ("chunk_size", chunk_size)):
-        if val < 1:
-            raise ValueError(f"{name} must be positive, got {val}")
-    if n_top_genes < 1:
-        raise ValueError(f"n_top_genes must be positive, got {n_top_genes}")
+    check_positive(batch_size=batch_size, chunk_size=chunk_size, n_top_genes=n_top_genes)
     codes, group_names = _group_codes(adata, groupby)
-    sel, lookup = select_genes(adata, model, genes)
+    match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction)
+    model.check_genes(adata, min_genes=min_genes, **match)
+    sel, lookup = select_genes(adata, model, genes, gene_key)
     dev = resolve_device(device)
     model.to(dev).eval()
-    reuse = tokens_match(adata, model, tokens_key)
+    reuse = stored_for(adata, model, tokens_key)
     start = logg.info(f"computing attention networks over {adata.n_obs} cells")
     acc = stream_attention(
         adata,
@@ -391,6 +203,7 @@ def attention_grn(
         device=dev,
         tokens_key=tokens_key,
         desc="attention",
+        **match,
     )
     sums, counts = acc.result()
     var_names = np.asarray(adata.var_names.astype(str), dtype=object)
@@ -432,9 +245,9 @@ def attention_grn(
         "heads": np.arange(cfg.num_heads),
     }
     uns = {
-        "params": record_params(
-            model,
+        "params": model.record(
             device=dev,
+            seed=seed,
             groupby=groupby,
             layers=[i + 1 for i in layer_idx],
             heads="mean" if head_idx is None else head_idx,
@@ -448,6 +261,8 @@ def attention_grn(
             batch_size=batch_size,
             n_cells=int(acc.n_cells),
             tokens_reused=reuse,
+            gene_key=gene_key,
+            min_gene_fraction=min_gene_fraction,
         ),
         "edges": edges,
         "head_scores": head_scores,
@@ -456,7 +271,7 @@ def attention_grn(
         uns["groups"] = group_mats
     if per_head:
         uns["heads"] = per_head
-    adata = (adata.to_memory() if adata.isbacked else adata.copy()) if copy else adata
+    adata = copy_of(adata) if copy else adata
     adata.varp[key_added] = mat
     adata.varp[f"{key_added}_n_cells"] = cnt
     adata.uns[key_added] = uns
@@ -490,7 +305,7 @@ def attention_maps(
     "n_cells": [genes, genes], "layers": 1-based, "heads": 0-based, "genes": names}``.
     """
     model = resolve(model)
-    check_model_vocab(model)
+    model.check()
     _validate.check_nonempty(adata)
     layer_idx = resolve_layers(layers, model.config.num_layers)
     head_idx = resolve_heads(heads, model.config.num_heads)

@@ -9,63 +9,10 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
-from ..train.data import TokenArrays, collate, length_grouped_batches
-from ._inputs import (
-    check_model_vocab,
-    chunk_arrays,
-    record_params,
-    resolve_device,
-    tokens_match,
-)
-
-
-def iter_encoded(
-    model,
-    data: TokenArrays,
-    *,
-    batch_size: int,
-    device,
-    precision: str,
-    layer: int,
-):
-    """Run the model over cells in length-grouped batches; yield ``(cell indices, output)``.
-
-    The one inference loop behind cell and gene embeddings: cells of similar length share a
-    batch and each batch is padded only to its longest cell.
-    """
-    import torch
-
-    values_used = model.config.value_input != "none"
-    for idx in length_grouped_batches(data.lengths, batch_size):
-        batch = collate(data, idx, device)
-        with torch.inference_mode():
-            out = model.encode(
-                batch["tokens"],
-                batch["values"] if values_used else None,
-                padding_mask=batch["padding_mask"],
-                precision=precision,
-                output_layer=layer,
-            )
-        yield idx, batch, out
-
-
-def _check_common(adata: AnnData, model, *, pooling, layer, batch_size):
-    _validate.check_nonempty(adata)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n_layers = model.config.num_layers
-    if not -n_layers <= layer <= n_layers or layer == 0:
-        raise ValueError(
-            f"layer={layer} is out of range for a {n_layers}-layer model; use 1..{n_layers} "
-            f"or -1..-{n_layers} (-1 = last layer)"
-        )
-    if pooling not in ("cls", "mean"):
-        raise ValueError(f"pooling={pooling!r}; use 'cls' or 'mean'")
-    if pooling == "cls" and not model.tokenize_params.get("add_cls", False):
-        raise ValueError(
-            "pooling='cls' but this model's cells have no <cls> token; use pooling='mean'"
-        )
+from ..train import infer
+from ._common import check_positive, copy_of, resolve_device
 
 
 def embed_cells(
@@ -78,6 +25,10 @@ def embed_cells(
     chunk_size: int = 2048,
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     device: str = "auto",
+    gene_key: str | None = None,
+    min_gene_fraction: float = 0.2,
+    min_genes: int = 50,
+    seed: int = 0,
     tokens_key: str = "sct",
     key_added: str = "X_sct",
     copy: bool = False,
@@ -111,6 +62,14 @@ def embed_cells(
         ``"auto"`` uses bf16 where the CPU/GPU runs it fast, else fp32.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, …
+    gene_key
+        A ``var`` column with the names to match against the vocabulary (e.g. Ensembl IDs);
+        default: the column the model was tokenized with when present, else ``var_names``.
+    min_gene_fraction, min_genes
+        Refuse data where fewer than this fraction of genes, or fewer than ``min_genes``
+        genes, are in the model's vocabulary.
+    seed
+        Recorded in the parameters (embedding itself draws no random numbers).
     tokens_key
         Prefix of the token arrays written by :func:`sctransformer.pp.tokenize`.
     key_added
@@ -124,53 +83,61 @@ def embed_cells(
     ``uns["sct_embed"]["params"]`` (``sct`` = ``key_added`` without ``X_``).
     """
     model = resolve(model)
-    check_model_vocab(model)
-    meta = model.metadata or {}
-    layer = int(meta.get("layer", -1)) if layer is None else layer
-    if pooling is None:
-        pooling = meta.get("pooling") or ("cls" if model.tokenize_params.get("add_cls") else "mean")
-    _check_common(adata, model, pooling=pooling, layer=layer, batch_size=batch_size)
+    pooling, layer = model.pooling(pooling), model.layer(layer)
+    _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
     dev = resolve_device(device)
     model.to(dev).eval()
-    reuse = tokens_match(adata, model, tokens_key)
+    reuse = stored_for(adata, model, tokens_key)
     start = logg.info(f"embedding {adata.n_obs} cells")
-    is_gene = np.asarray(model.vocab.is_gene)
     emb = np.zeros((adata.n_obs, model.config.hidden_size), dtype=np.float32)
     bar = logg.progress(total=adata.n_obs, desc="embed", unit="cells")
-    for a in range(0, adata.n_obs, chunk_size):
-        b = min(a + chunk_size, adata.n_obs)
-        data = chunk_arrays(adata, model, key=tokens_key, start=a, stop=b, reuse=reuse)
-        for idx, batch, out in iter_encoded(
-            model, data, batch_size=batch_size, device=dev, precision=precision, layer=layer
-        ):
-            mask = None
-            if pooling == "mean":
-                mask = torch_is_gene(is_gene, batch["tokens"])
-            emb[a + idx] = out.pool(pooling, mask).cpu().numpy()
-            bar.update(len(idx))
+    chunks = model_token_chunks(
+        adata,
+        model,
+        key=tokens_key,
+        chunk_size=chunk_size,
+        gene_key=gene_key,
+        min_gene_fraction=min_gene_fraction,
+    )
+    for a, b, data in chunks:
+        emb[a:b] = infer.pooled(
+            model.module,
+            data,
+            pooling=pooling,
+            layer=layer,
+            is_gene=model.vocab.is_gene,
+            batch_size=batch_size,
+            device=dev,
+            precision=precision,
+            progress=bar,
+        )
     bar.close()
-    adata = _copy(adata) if copy else adata
+    adata = copy_of(adata) if copy else adata
     adata.obsm[key_added] = emb
     uns_key = f"{key_added.removeprefix('X_')}_embed"
     adata.uns[uns_key] = {
-        "params": record_params(
-            model,
+        "params": model.record(
             device=dev,
+            seed=seed,
             pooling=pooling,
             layer=layer,
             precision=precision,
             batch_size=batch_size,
             tokens_reused=reuse,
+            gene_key=gene_key,
+            min_gene_fraction=min_gene_fraction,
         )
     }
     logg.info("    finished", time=start, deep=f"added obsm[{key_added!r}], uns[{uns_key!r}]")
     return adata if copy else None
 
 
-def torch_is_gene(is_gene: np.ndarray, tokens):
-    import torch
-
-    return torch.as_tensor(is_gene, device=tokens.device)[tokens]
+def _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes) -> None:
+    _validate.check_nonempty(adata)
+    check_positive(batch_size=batch_size, chunk_size=chunk_size)
+    model.check_genes(
+        adata, gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes
+    )
 
 
 def embed_genes(
@@ -183,6 +150,10 @@ def embed_genes(
     chunk_size: int = 2048,
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     device: str = "auto",
+    gene_key: str | None = None,
+    min_gene_fraction: float = 0.2,
+    min_genes: int = 50,
+    seed: int = 0,
     tokens_key: str = "sct",
     key_added: str = "sct_gene",
     copy: bool = False,
@@ -191,7 +162,9 @@ def embed_genes(
 
     Parameters
     ----------
-    adata, model, layer, batch_size, chunk_size, precision, device, tokens_key, copy
+    adata, model, layer, batch_size, chunk_size, precision, device, gene_key
+        As in :func:`embed_cells`.
+    min_gene_fraction, min_genes, seed, tokens_key, copy
         As in :func:`embed_cells`.
     groupby
         ``obs`` column: also average within each of its groups.
@@ -207,24 +180,16 @@ def embed_genes(
     and ``uns["sct_gene"]["params"]``.
     """
     model = resolve(model)
-    vocab = check_model_vocab(model)
-    layer = int((model.metadata or {}).get("layer", -1)) if layer is None else layer
-    _check_common(adata, model, pooling="mean", layer=layer, batch_size=batch_size)
+    vocab = model.check()
+    layer = model.layer(layer)
+    _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
     groups = None
     if groupby is not None:
-        _validate.check_key(adata.obs, groupby, where="adata.obs")
-        groups = adata.obs[groupby].astype("category")
-    names = [str(g) for g in adata.var_names]
-    if model.tokenize_params.get("gene_key", "var_names") not in ("", "var_names"):
-        gk = model.tokenize_params["gene_key"]
-        if gk in adata.var:
-            names = [str(g) for g in adata.var[gk]]
+        groups = _validate.obs_column(adata, groupby, fix="fill them first").astype("category")
+    names = model.gene_names(adata, gene_key)
     var_ids = vocab.encode_genes(names)
-    if not (var_ids >= 0).any():
-        raise ValueError("none of the data's genes are in the model's vocabulary")
     dev = resolve_device(device)
     model.to(dev).eval()
-    reuse = tokens_match(adata, model, tokens_key)
     d = model.config.hidden_size
     n_groups = len(groups.cat.categories) if groups is not None else 0
     sums = np.zeros((1 + n_groups, len(vocab), d))
@@ -233,11 +198,23 @@ def embed_genes(
     start = logg.info(f"embedding genes over {adata.n_obs} cells")
     bar = logg.progress(total=adata.n_obs, desc="embed genes", unit="cells")
     is_gene = np.asarray(vocab.is_gene)
-    for a in range(0, adata.n_obs, chunk_size):
-        b = min(a + chunk_size, adata.n_obs)
-        data = chunk_arrays(adata, model, key=tokens_key, start=a, stop=b, reuse=reuse)
-        for idx, batch, out in iter_encoded(
-            model, data, batch_size=batch_size, device=dev, precision=precision, layer=layer
+    chunks = model_token_chunks(
+        adata,
+        model,
+        key=tokens_key,
+        chunk_size=chunk_size,
+        gene_key=gene_key,
+        min_gene_fraction=min_gene_fraction,
+    )
+    for a, _, data in chunks:
+        for idx, batch, out in infer.batches(
+            model.module,
+            data,
+            batch_size=batch_size,
+            device=dev,
+            precision=precision,
+            layer=layer,
+            progress=bar,
         ):
             tok = batch["tokens"][batch["padding_mask"]].cpu().numpy()
             h = out.hidden.cpu().double().numpy()
@@ -249,7 +226,6 @@ def embed_genes(
                 g = group_codes[a + idx][cell_of][keep] + 1
                 np.add.at(sums, (g, tok[keep]), h[keep])
                 np.add.at(counts, (g, tok[keep]), 1)
-            bar.update(len(idx))
     bar.close()
     means = sums / np.maximum(counts, 1)[..., None]
     found = var_ids >= 0
@@ -260,15 +236,21 @@ def embed_genes(
         return out
 
     static = model.embeddings.token.weight.detach().cpu().float().numpy()
-    adata = _copy(adata) if copy else adata
+    adata = copy_of(adata) if copy else adata
     adata.varm[key_added] = to_var(means[0])
     adata.varm[f"{key_added}_static"] = to_var(static)
     n_cells = np.zeros(len(names), dtype=np.int64)
     n_cells[found] = counts[0][var_ids[found]]
     adata.var[f"{key_added}_n_cells"] = n_cells
     uns = {
-        "params": record_params(
-            model, device=dev, layer=layer, precision=precision, groupby=groupby
+        "params": model.record(
+            device=dev,
+            seed=seed,
+            layer=layer,
+            precision=precision,
+            groupby=groupby,
+            gene_key=gene_key,
+            min_gene_fraction=min_gene_fraction,
         )
     }
     if groups is not None:
@@ -280,7 +262,3 @@ def embed_genes(
         deep=f"added varm[{key_added!r}], varm['{key_added}_static'], uns[{key_added!r}]",
     )
     return adata if copy else None
-
-
-def _copy(adata: AnnData) -> AnnData:
-    return adata.to_memory() if adata.isbacked else adata.copy()

@@ -11,16 +11,12 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._tokens import model_tokens
+from ..models import resolve
+from ..tokenizers._encode import concat
+from ..train import infer
 from ..train.data import TokenArrays
-from ._annotate import (
-    default_layer,
-    default_pooling,
-    embed_arrays,
-    gene_names,
-    subset,
-    token_arrays,
-)
-from ._inputs import check_model_vocab, record_params, resolve_device
+from ._common import check_positive, copy_of, resolve_device
 
 MODES = ("delete", "overexpress")
 
@@ -101,13 +97,11 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
 
 
-def _hidden_rows(model, data: TokenArrays, *, layer, batch_size, device, precision) -> list:
+def _hidden_rows(module, data: TokenArrays, *, layer, batch_size, device, precision) -> list:
     """Per-cell token states ``[length, d]`` (float32 numpy), in cell order."""
-    from ._embed import iter_encoded
-
     out: list = [None] * len(data)
-    for idx, _, enc in iter_encoded(
-        model, data, batch_size=batch_size, device=device, precision=precision, layer=layer
+    for idx, _, enc in infer.batches(
+        module, data, batch_size=batch_size, device=device, precision=precision, layer=layer
     ):
         h = enc.hidden.cpu().numpy()
         cu = enc.cu_seqlens.cpu().numpy()
@@ -131,6 +125,10 @@ def in_silico_perturb(
     chunk_size: int = 256,
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
     device: str = "auto",
+    gene_key: str | None = None,
+    min_gene_fraction: float = 0.2,
+    min_genes: int = 50,
+    seed: int = 0,
     tokens_key: str = "sct",
     key_added: str = "sct_perturb",
     copy: bool = False,
@@ -164,6 +162,8 @@ def in_silico_perturb(
         the genes present in both versions of the cell).
     pooling, layer, batch_size, precision, device, tokens_key
         As in :func:`sctransformer.tl.embed_cells`.
+    gene_key, min_gene_fraction, min_genes, seed
+        As in :func:`sctransformer.tl.embed_cells`.
     chunk_size
         Cells perturbed at a time (memory bound).
     key_added
@@ -175,7 +175,7 @@ def in_silico_perturb(
     -------
     ``None`` or the copy. Writes (``sct_perturb`` stands for ``key_added``):
 
-    ``uns["sct_perturb"]``
+    ``uns["sct_perturb"]["table"]``
         Tidy DataFrame, one row per gene × group: ``gene``, ``group`` (``"all"`` without
         ``groupby``), ``mode``, ``n_cells`` (cells perturbed), ``cell_shift`` (mean cosine
         distance of the cell embedding), ``cell_shift_sem``, and when asked ``gene_shift``,
@@ -183,11 +183,9 @@ def in_silico_perturb(
     ``obsm["sct_perturb_shift"]``
         DataFrame cells × genes of the cell shift (NaN where the gene was not perturbed, e.g.
         a deleted gene the cell does not express).
-    ``uns["sct_perturb_params"]``
-        Settings, model name, weights sha256, version and device.
+    ``uns["sct_perturb"]["params"]``
+        Settings, model name, weights sha256, version, device and seed.
     """
-    from ..models import resolve
-
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; use one of {list(MODES)}")
     if isinstance(genes, str):
@@ -196,8 +194,7 @@ def in_silico_perturb(
     if not genes:
         raise ValueError("genes is empty; name at least one gene to perturb")
     _validate.check_unique(genes, what="genes")
-    if batch_size < 1 or chunk_size < 1:
-        raise ValueError("batch_size and chunk_size must be positive")
+    check_positive(batch_size=batch_size, chunk_size=chunk_size)
     _validate.check_nonempty(adata)
     groups = None
     if groupby is not None:
@@ -211,15 +208,16 @@ def in_silico_perturb(
                 f"target {target!r} is not a value of obs[{groupby!r}]: {sorted(set(groups))[:10]}"
             )
     model = resolve(model)
-    vocab = check_model_vocab(model)
-    pooling = default_pooling(model, pooling)
-    layer = default_layer(model, layer)
+    vocab = model.check()
+    pooling, layer = model.pooling(pooling), model.layer(layer)
+    match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction)
+    model.check_genes(adata, min_genes=min_genes, **match)
     ids = vocab.encode_genes(genes)
     unknown = [g for g, i in zip(genes, ids, strict=True) if i < 0]
     if unknown:
         raise ValueError(f"genes {unknown} are not in the model's vocabulary; check their names")
     if mode == "delete":
-        data_ids = set(vocab.encode_genes(gene_names(adata, model)).tolist())
+        data_ids = set(vocab.encode_genes(model.gene_names(adata, gene_key)).tolist())
         absent = [g for g, i in zip(genes, ids, strict=True) if i not in data_ids]
         if absent:
             raise ValueError(
@@ -228,28 +226,22 @@ def in_silico_perturb(
             )
     dev = resolve_device(device)
     model.to(dev).eval()
-    data = token_arrays(adata, model, tokens_key=tokens_key)
-    p = model.tokenize_params.get("max_length")
-    caps = [
-        c
-        for c in (p if isinstance(p, int) and p > 0 else None, model.config.max_positions or None)
-        if c
-    ]
-    max_length = min(caps) if caps else data.tokens.shape[1] + 1
+    data = model_tokens(adata, model, key=tokens_key, **match)
+    max_length = model.max_length or data.tokens.shape[1] + 1
     is_gene = np.asarray(vocab.is_gene)
 
     start = logg.info(f"perturbing {len(genes)} gene(s) ({mode}) in {adata.n_obs} cells")
-    kw = dict(pooling=pooling, layer=layer, batch_size=batch_size, device=dev, precision=precision)
+    kw = dict(layer=layer, batch_size=batch_size, device=dev, precision=precision)
+    pool_kw = dict(kw, pooling=pooling, is_gene=is_gene)
     n = len(data)
-    with _silent_bars():
-        base = embed_arrays(model, data, **kw)
+    base = infer.pooled(model.module, data, **pool_kw)
     target_vec = base[groups == str(target)].mean(0) if target is not None else None
     shift = np.full((n, len(genes)), np.nan)
     tshift = np.full((n, len(genes)), np.nan)
     gshift = np.full((n, len(genes)), np.nan)
     bar = logg.progress(total=n, desc=f"perturb ({mode})", unit="cells")
     for a in range(0, n, chunk_size):
-        chunk = subset(data, np.arange(a, min(a + chunk_size, n)))
+        chunk = data.subset(np.arange(a, min(a + chunk_size, n)))
         parts, owners = [], []
         for j, gid in enumerate(ids):
             pert, rows, src = perturb_tokens(
@@ -257,16 +249,15 @@ def in_silico_perturb(
             )
             parts.append((j, pert, rows, src))
             owners.append(rows)
-        merged = _concat([pt for _, pt, _, _ in parts])
+        merged = concat([pt for _, pt, _, _ in parts], pad_value=data.pad_value, pad_id=data.pad_id)
         if len(merged) == 0:
             bar.update(len(chunk))
             continue
-        with _silent_bars():
-            emb = embed_arrays(model, merged, **kw)
+        emb = infer.pooled(model.module, merged, **pool_kw)
         hid = orig_hid = None
         if gene_shifts:
-            hid = _hidden_rows(model, merged, **_no_pool(kw))
-            orig_hid = _hidden_rows(model, chunk, **_no_pool(kw))
+            hid = _hidden_rows(model.module, merged, **kw)
+            orig_hid = _hidden_rows(model.module, chunk, **kw)
         off = 0
         for j, pert, rows, src in parts:
             k = len(rows)
@@ -288,14 +279,13 @@ def in_silico_perturb(
     bar.close()
 
     table = _summarise(genes, mode, shift, tshift, gshift, groups, target, gene_shifts)
-    adata = adata.copy() if copy else adata
+    adata = copy_of(adata) if copy else adata
     adata.obsm[f"{key_added}_shift"] = pd.DataFrame(
         shift.astype(np.float32), index=adata.obs_names.copy(), columns=genes
     )
-    adata.uns[key_added] = table
-    adata.uns[f"{key_added}_params"] = record_params(
-        model,
+    params = model.record(
         device=dev,
+        seed=seed,
         genes=genes,
         mode=mode,
         groupby=groupby,
@@ -304,45 +294,14 @@ def in_silico_perturb(
         pooling=pooling,
         layer=layer,
         precision=precision,
+        gene_key=gene_key,
+        min_gene_fraction=min_gene_fraction,
     )
+    adata.uns[key_added] = {"table": table, "params": params}
     logg.info(
-        "    finished",
-        time=start,
-        deep=f"added uns[{key_added!r}], obsm['{key_added}_shift'], uns['{key_added}_params']",
+        "    finished", time=start, deep=f"added uns[{key_added!r}], obsm['{key_added}_shift']"
     )
     return adata if copy else None
-
-
-def _no_pool(kw: dict) -> dict:
-    return {k: v for k, v in kw.items() if k != "pooling"}
-
-
-class _silent_bars:
-    def __enter__(self):
-        from .._settings import settings
-
-        self._saved = settings.progress_bars
-        settings.progress_bars = False
-
-    def __exit__(self, *exc):
-        from .._settings import settings
-
-        settings.progress_bars = self._saved
-
-
-def _concat(parts: list[TokenArrays]) -> TokenArrays:
-    width = max(p.tokens.shape[1] for p in parts)
-
-    def pad(x, fill):
-        return np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
-
-    return TokenArrays(
-        tokens=np.concatenate([pad(p.tokens, p.pad_id) for p in parts]),
-        values=np.concatenate([pad(p.values, p.pad_value) for p in parts]),
-        lengths=np.concatenate([p.lengths for p in parts]),
-        pad_id=parts[0].pad_id,
-        pad_value=parts[0].pad_value,
-    )
 
 
 def _summarise(genes, mode, shift, tshift, gshift, groups, target, gene_shifts) -> pd.DataFrame:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._tokens import read_tokens, stored_params, stored_vocab
+from ..models import Model
 from ..nn.config import TransformerConfig
 from ..tokenizers import GeneVocab
-from ..train.data import TokenArrays
-from ._inputs import record_params, resolve_device
+from ._common import resolve_device
 
 _VALUE_INPUT = {"rank": "none", "bin": "bins", "adaptive_bin": "bins", "value": "continuous"}
 
@@ -116,8 +116,9 @@ def pretrain(
 
     Returns
     -------
-    The trained model (eval mode). Writes ``uns["sct_pretrain"]``: ``{"params": ...,
-    "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
+    The trained :class:`~sctransformer.models.Model` (eval mode). Writes
+    ``uns["sct_pretrain"]``: ``{"params": ... (with model name, sha256, version, device and
+    seed), "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
     """
     import torch
 
@@ -157,30 +158,19 @@ def pretrain(
                 f"obsm['{tokens_key}_tokens'] was made with batch_key={made_with or None!r}, "
                 f"not {batch_key!r}; re-run sct.pp.tokenize(adata, ..., batch_key={batch_key!r})"
             )
-    if tokens_key not in adata.uns or "vocab" not in adata.uns[tokens_key]:
-        raise ValueError(
-            f"obsm['{tokens_key}_tokens'] exists but uns[{tokens_key!r}] has no vocabulary; "
-            "re-run sct.pp.tokenize"
-        )
-    vocab = GeneVocab.from_json(adata.uns[tokens_key]["vocab"])
-    params = dict(adata.uns[tokens_key]["params"])
-    if params["method"] == "sentence":
+    params = stored_params(adata, tokens_key)
+    if params.get("method") == "sentence":
         raise ValueError("method='sentence' makes text for language models, not model tokens")
-    data = TokenArrays(
-        tokens=np.asarray(adata.obsm[f"{tokens_key}_tokens"]),
-        values=np.asarray(adata.obsm[f"{tokens_key}_values"]),
-        lengths=adata.obs[f"{tokens_key}_n_tokens"].to_numpy(),
-        pad_id=vocab.pad_id,
-        pad_value=float(params.get("pad_value", -2.0)),
-    )
+    vocab = stored_vocab(adata, tokens_key)
+    data = read_tokens(adata, tokens_key, pad_id=vocab.pad_id)
     if objective == "generative" or objective == "mlm":
         vocab.mask_id  # noqa: B018 - raises a clear error when the vocabulary has no <mask>
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if existing is not None:
-            net = existing
-            if net.vocab != vocab:
+            net = existing.module
+            if existing.vocab != vocab:
                 raise ValueError(
                     "the model's vocabulary differs from the tokens' vocabulary; tokenize with "
                     f"sct.pp.tokenize(adata, vocab=model, key_added={tokens_key!r}) first"
@@ -195,7 +185,6 @@ def pretrain(
                     "tokens; set vocab_size=len(vocab)"
                 )
             net = CellTransformer(config)
-            net.vocab = vocab
     if objective == "ntp" and "ntp" not in net.heads:
         raise ValueError("objective='ntp' needs a model with an 'ntp' head (config heads=['ntp'])")
     if net.config.max_positions and data.tokens.shape[1] > net.config.max_positions:
@@ -204,14 +193,20 @@ def pretrain(
             f"max_positions={net.config.max_positions}; tokenize with max_length<="
             f"{net.config.max_positions}"
         )
-    net.tokenize_params = {
-        k: v for k, v in params.items() if k not in ("version", "n_genes_matched")
-    }
-    net.metadata = {
-        **(net.metadata or {}),
-        "objective": objective,
-        "training_data": f"{adata.n_obs} cells × {adata.n_vars} genes",
-    }
+    meta = dict(existing.metadata) if existing is not None else {}
+    meta.pop("weights_sha256", None)  # the weights change
+    model_out = Model(
+        net,
+        vocab=vocab,
+        tokenize_params={
+            k: v for k, v in params.items() if k not in ("version", "n_genes_matched")
+        },
+        metadata={
+            **meta,
+            "objective": objective,
+            "training_data": f"{adata.n_obs} cells × {adata.n_vars} genes",
+        },
+    )
     init_distributed_from_env()
     dev = resolve_device(device)
     if precision == "auto" and dev.type == "cpu":
@@ -227,10 +222,11 @@ def pretrain(
         mask_id=vocab.mask_id if "mlm" in net.heads else 0,
         device=str(dev),
         resume_from=resume_from,
+        card=model_out,
     )
     adata.uns[key_added] = {
-        "params": record_params(net, device=dev, **config_dict(cfg)),
+        "params": model_out.record(device=dev, **config_dict(cfg)),
         "history": pd.DataFrame(history),
     }
     logg.info("    finished", time=start, deep=f"added uns[{key_added!r}]")
-    return net
+    return model_out

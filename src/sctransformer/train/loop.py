@@ -60,17 +60,18 @@ def schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int):
+def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int, *, lr_of=None):
     """AdamW (no weight decay on biases and norms) and its warm-up + cosine-decay schedule over
-    ``total`` steps."""
+    ``total`` steps. ``lr_of(parameter)`` gives a parameter its own base rate (default
+    ``cfg.lr``), e.g. a new head faster than a pretrained encoder."""
     named = list(model.named_parameters())
-    decay = [p for n, p in named if p.ndim > 1 and "norm" not in n.lower()]
-    no_decay = [p for n, p in named if not (p.ndim > 1 and "norm" not in n.lower())]
+    groups: dict[tuple[float, float], list] = {}
+    for n, p in named:
+        decay = cfg.weight_decay if p.ndim > 1 and "norm" not in n.lower() else 0.0
+        rate = cfg.lr if lr_of is None else float(lr_of(p))
+        groups.setdefault((decay, rate), []).append(p)
     opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        [{"params": ps, "weight_decay": d, "lr": r} for (d, r), ps in groups.items()],
         lr=cfg.lr,
     )
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
@@ -137,8 +138,13 @@ def train(
     mask_id: int,
     device: str = "cpu",
     resume_from: str | os.PathLike | None = None,
+    card=None,
 ) -> list[dict]:
-    """Pretrain ``model`` in place on ``data``; returns the loss history (one dict per step)."""
+    """Pretrain ``model`` in place on ``data``; returns the loss history (one dict per step).
+
+    ``card``: what checkpoints save (a :class:`~sctransformer.models.Model` around ``model``,
+    so each ``step-N/model`` folder carries the vocabulary and tokenization); default ``model``.
+    """
     from ..nn.precision import autocast_context
 
     dist = _dist()
@@ -206,7 +212,7 @@ def train(
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and rank == 0:
                 save_state(
                     Path(cfg.checkpoint_dir) / f"step-{step + 1}",
-                    model,
+                    model if card is None else card,
                     opt,
                     sched,
                     step + 1,
