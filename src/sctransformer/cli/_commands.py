@@ -10,6 +10,7 @@ import inspect
 import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from ._io import CliError, Staged, check_exists, model_argument, read_input
@@ -70,10 +71,13 @@ def _call(func, *args, **kw):
             del kw[k]  # the function's own default
         elif k not in params:
             del kw[k]
-            print(
-                f"warning: --{k.replace('_', '-')} is ignored: this version of "
-                f"sct.{func.__module__.split('.')[1]}.{func.__name__} has no {k} option",
-                file=sys.stderr,
+            parts = func.__module__.split(".")
+            where = f"sct.{parts[1]}." if parts[0] == "sctransformer" and len(parts) > 1 else ""
+            warnings.warn(
+                f"--{k.replace('_', '-')} is ignored: this version of "
+                f"{where}{func.__name__} has no {k} option",
+                UserWarning,
+                stacklevel=2,
             )
     return func(*args, **kw)
 
