@@ -103,6 +103,10 @@ def test_missing_and_unreadable_inputs(data, tmp_path, capsys):
     text.write_text("a,b\n1,2\n")
     assert_fails(["tokenize", text, out, "--method", "rank"], capsys,
                  says="not an HDF5 file", outputs=[out])  # fmt: skip
+    truncated = tmp_path / "truncated.h5ad"
+    truncated.write_bytes((data / "pbmc.h5ad").read_bytes()[:50_000])
+    assert_fails(["tokenize", truncated, out, "--method", "rank"], capsys,
+                 says="damaged or incomplete", outputs=[out])  # fmt: skip
     assert_fails(["tokenize", tmp_path, out, "--method", "rank"], capsys,
                  says="without matrix.mtx", outputs=[out])  # fmt: skip
     assert_fails(["annotate", data / "pbmc.h5ad", out, "--reference", tmp_path / "ref.h5ad",

@@ -29,14 +29,19 @@ def _hdf5_kind(path: Path) -> str:
             f"{path} is not an HDF5 file; give an .h5ad file, a 10x Genomics .h5 file or a "
             "10x mtx folder"
         )
-    with h5py.File(path, "r") as f:
-        keys = set(f.keys())
-        if "obs" in keys and "var" in keys:
-            return "h5ad"
-        if "matrix" in keys or any(
-            isinstance(f[k], h5py.Group) and "barcodes" in f[k] for k in keys
-        ):
-            return "10x-h5"
+    try:
+        with h5py.File(path, "r") as f:
+            keys = set(f.keys())
+            if "obs" in keys and "var" in keys:
+                return "h5ad"
+            if "matrix" in keys or any(
+                isinstance(f[k], h5py.Group) and "barcodes" in f[k] for k in keys
+            ):
+                return "10x-h5"
+    except OSError as e:
+        raise CliError(
+            f"cannot read {path}: {e}; the file is damaged or incomplete (write it again)"
+        ) from e
     raise CliError(
         f"{path} is an HDF5 file but neither an h5ad (no obs/var) nor a 10x .h5 (no matrix "
         "group); convert it with scanpy or anndata first"
