@@ -422,3 +422,24 @@ def test_demo_fails_in_one_line_when_its_folder_cannot_be_made(tmp_path, capsys)
     blocker = tmp_path / "taken"
     blocker.write_text("a file where the folder should go")
     assert_fails(["demo", "--out", blocker / "demo"], capsys, says=str(blocker))
+
+
+def test_every_option_has_a_description_and_shows_its_default():
+    import argparse
+
+    from sctransformer.cli import build_parser
+    from sctransformer.cli._main import _subparsers
+
+    parser = build_parser()
+    for name, sub in _subparsers(parser).items():
+        helps = {" ".join(a.option_strings): a for a in sub._actions if a.option_strings}
+        text = " ".join(sub.format_help().split())
+        for flags, action in helps.items():
+            if action.help == argparse.SUPPRESS or flags == "-h --help":
+                continue
+            assert action.help, (name, flags)
+            if action.default not in (None, argparse.SUPPRESS):
+                shown = sub._get_formatter()._get_help_string(action)
+                assert "default" in shown, (name, flags, shown)
+        if name not in ("models", "demo"):
+            assert "INPUT" in text.upper() and "OUTPUT" in text.upper(), name

@@ -226,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     # --- pretrain -------------------------------------------------------------------------
     r = cmd("pretrain", "sct.tl.pretrain: train a model and write its folder")
     _common(r, output_help="model folder to write (or a .tar with --archive)", model_default=None)
-    r.add_argument("--objective", choices=["mlm", "ntp", "generative"], default="mlm")
+    r.add_argument(
+        "--objective",
+        choices=["mlm", "ntp", "generative"],
+        default="mlm",
+        help="mlm masked tokens, ntp next token, generative scGPT's attention mask",
+    )
     r.add_argument("--method", choices=METHODS[:4], default="rank", help="tokenization")
     r.add_argument("--max-length", type=_positive_int, help="tokens per cell when tokenizing here")
     _tokens_key(r)
@@ -283,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(a, output_help="h5ad to write")
     a.add_argument("--reference", metavar="REF.h5ad", help="labelled cells (h5ad)")
     a.add_argument("--labels-key", help="obs column of the reference's labels")
-    a.add_argument("--method", choices=["finetune", "linear", "knn"], default="finetune")
+    a.add_argument(
+        "--method",
+        choices=["finetune", "linear", "knn"],
+        default="finetune",
+        help="classifier: a head trained with the encoder, logistic regression, or neighbours",
+    )
     _flag(a, "--freeze", "finetune: train the classifier head only", default=False)
     a.add_argument("--batch-key", help="obs column that becomes a <batch=...> token")
     _pooling_layer(a)
@@ -341,7 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = cmd("perturb", "sct.tl.in_silico_perturb: delete or overexpress genes in silico")
     _common(q, output_help="h5ad to write")
     q.add_argument("--genes", nargs="+", required=True, help="genes to perturb, one at a time")
-    q.add_argument("--mode", choices=["delete", "overexpress"], default="delete")
+    q.add_argument(
+        "--mode",
+        choices=["delete", "overexpress"],
+        default="delete",
+        help="remove the gene's token, or move it to the front of the cell",
+    )
     q.add_argument("--groupby", help="obs column: summarise per group")
     q.add_argument("--target", help="a value of --groupby: measure the shift toward it")
     _flag(q, "--gene-shifts", "also measure the other genes' shifts", default=False)
@@ -410,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--top", type=_positive_int, default=50, help="edges drawn")
     pg.add_argument("--key", default="sct_grn", help="uns key written by grn")
     pg.add_argument(
-        "--layout", choices=["spring", "kamada_kawai", "circular", "shell"], default="spring"
+        "--layout",
+        choices=["spring", "kamada_kawai", "circular", "shell"],
+        default="spring",
+        help="networkx layout of the nodes",
     )
     pg.add_argument("--seed", type=int, default=0, help="seed of the spring layout")
     pg.add_argument("--node-size", type=float, default=600, help="marker area of the nodes")
