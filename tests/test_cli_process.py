@@ -96,7 +96,11 @@ def test_killed_mid_write_leaves_the_previous_output(tmp_path):
         deadline = time.monotonic() + TIMEOUT
         while proc.poll() is None and time.monotonic() < deadline:
             found = list(tmp_path.glob(".out.h5ad.*.partial"))
-            if found and found[0].stat().st_size > 0:  # the h5ad is being written
+            try:
+                writing = bool(found) and found[0].stat().st_size > 0  # the h5ad is being written
+            except FileNotFoundError:  # renamed into place between glob and stat
+                writing = False
+            if writing:
                 partial = found[0]
                 os.kill(proc.pid, signal.SIGKILL)
                 break
