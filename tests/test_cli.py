@@ -366,7 +366,7 @@ def test_benchmark_writes_the_tidy_table(data, tmp_path, capsys):
     got = ad.read_h5ad(out)
     table = pd.read_csv(tmp_path / "bench.tsv", sep="\t", keep_default_na=False)
     assert set(table["method"]) == {"majority", "pca_knn"}
-    uns = got.uns["sct_benchmark"]
+    uns = got.uns["sct_benchmark"]["table"]
     np.testing.assert_allclose(table["value"], np.asarray(uns["value"], dtype=float))
     # majority accuracy: the share of the most frequent training label among the test cells
     split = got.obs["sct_benchmark_split"]

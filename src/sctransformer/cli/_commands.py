@@ -430,7 +430,7 @@ def cmd_perturb(args, argv):
                 min_genes=args.min_genes,
             )
         if args.export_table:
-            _tsv(adata.uns[args.key_added], out, args.export_table, index=False)
+            _tsv(adata.uns[args.key_added]["table"], out, args.export_table, index=False)
         _write_h5ad(adata, args, argv, out)
 
 
@@ -464,7 +464,7 @@ def cmd_benchmark(args, argv):
             min_genes=args.min_genes,
         )
         table = args.table or str(Path(args.output).with_suffix(".tsv"))
-        _tsv(adata.uns[args.key_added], out, table, index=False)
+        _tsv(adata.uns[args.key_added]["table"], out, table, index=False)
         _write_h5ad(adata, args, argv, out)
 
 
