@@ -77,11 +77,6 @@ def raise_bad_values(*, finite: bool, non_negative: bool) -> None:
         )
 
 
-def is_integer_valued(x) -> bool:
-    data = _data_of(x)
-    return bool(np.all(data == np.round(data)))
-
-
 def describe_non_counts(max_value: float) -> str:
     return "log-normalised" if max_value < 30 else "normalised or scaled"
 
