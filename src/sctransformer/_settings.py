@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _VERBOSITY_NAMES = {"error": 0, "warning": 1, "info": 2, "hint": 3, "debug": 4}
@@ -60,6 +62,44 @@ class SctSettings:
     @cachedir.setter
     def cachedir(self, value: str | os.PathLike) -> None:
         self._cachedir = Path(value)
+
+    _FIELDS = ("verbosity", "progress_bars", "cachedir", "device", "offline", "n_jobs")
+
+    @contextmanager
+    def override(self, **settings) -> Iterator[SctSettings]:
+        """Set settings for the duration of a ``with`` block, then restore them.
+
+        The previous values come back even when the block raises.
+
+        Parameters
+        ----------
+        **settings
+            Settings to change, by name: ``verbosity``, ``progress_bars``, ``cachedir``,
+            ``device``, ``offline``, ``n_jobs``.
+
+        Yields
+        ------
+        The settings object itself.
+
+        Examples
+        --------
+        >>> import sctransformer as sct
+        >>> with sct.settings.override(verbosity=0, progress_bars=False):
+        ...     pass  # quiet here
+        """
+        unknown = sorted(set(settings) - set(self._FIELDS))
+        if unknown:
+            raise AttributeError(
+                f"unknown setting(s) {unknown}; sct.settings has {list(self._FIELDS)}"
+            )
+        saved = {name: getattr(self, name) for name in settings}
+        try:
+            for name, value in settings.items():
+                setattr(self, name, value)
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
 
     def effective_n_jobs(self) -> int:
         if self.n_jobs is not None:
