@@ -188,6 +188,7 @@ def attention_heads(
             panel.set_xticks(ticks, labels=names, rotation=90, fontsize=7)
             panel.set_yticks(ticks, labels=names, fontsize=7)
             panel.tick_params(labelbottom=i == n_rows - 1, labelleft=j == 0)
+            panel.grid(False)  # a style's grid would cut through the cells
     label = {"softmax": "attention", "rank": "rank-normalised attention", None: "score q·k/√d"}
     fig.colorbar(
         image, ax=axes if ax is None else ax, shrink=0.8, label=label.get(normalize, "attention")

@@ -88,6 +88,7 @@ def perturbation(
         )
         ax.set_xticks(range(n_groups), wide.columns, rotation=90)
         ax.set_yticks(range(n_genes), wide.index)
+        ax.grid(False)  # a style's grid would cut through the cells
         fig.colorbar(im, ax=ax, label=label, shrink=0.8)
     if own_figure:
         fig.tight_layout()
