@@ -116,8 +116,8 @@ def pretrain(
 
     Returns
     -------
-    The trained model (eval mode). Writes ``uns["sct_pretrain"]``: ``{"params": ...,
-    "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
+    The trained model (eval mode). Writes ``uns["sct_pretrain"]``:
+    ``{"params": ..., "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
     """
     import torch
 
