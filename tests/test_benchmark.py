@@ -182,14 +182,14 @@ def test_plot_benchmark(bench):
     with pytest.raises(ValueError, match=r"run sct\.tl\.benchmark"):
         sct.pl.benchmark(adata)
     sct.tl.benchmark(adata, labels_key="cell_type", methods=["majority", "pca_knn"])
-    fig = sct.pl.benchmark(adata, return_fig=True)
+    fig = sct.pl.benchmark(adata, show=False)
     assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 2
     plt.close(fig)
-    fig = sct.pl.benchmark(adata, metrics="time_s", return_fig=True)
-    assert len(fig.axes) == 1
-    plt.close(fig)
+    ax = sct.pl.benchmark(adata, metrics="time_s", show=False)
+    assert len(ax.figure.axes) == 1
+    plt.close(ax.figure)
     with pytest.raises(ValueError, match="not in uns"):
         sct.pl.benchmark(adata, metrics="auroc")
     _, ax = plt.subplots()
-    assert sct.pl.benchmark(adata, metrics="accuracy", ax=ax, show=False) is None
+    assert sct.pl.benchmark(adata, metrics="accuracy", ax=ax, show=False) is ax
     plt.close("all")

@@ -190,14 +190,14 @@ def test_plot_perturbation(pert):
     with pytest.raises(ValueError, match="in_silico_perturb"):
         sct.pl.perturbation(adata)
     sct.tl.in_silico_perturb(adata, model, genes=GENES, device="cpu")
-    fig = sct.pl.perturbation(adata, return_fig=True)
-    assert isinstance(fig, matplotlib.figure.Figure)
-    plt.close(fig)
+    ax = sct.pl.perturbation(adata, show=False)
+    assert isinstance(ax, matplotlib.axes.Axes)
+    plt.close(ax.figure)
     sct.tl.in_silico_perturb(
         adata, model, genes=GENES, groupby="cell_type", target="type1", device="cpu"
     )
-    fig = sct.pl.perturbation(adata, metric="target_shift", return_fig=True)
-    assert len(fig.axes) == 2  # heatmap + colour bar
-    plt.close(fig)
+    ax = sct.pl.perturbation(adata, metric="target_shift", show=False)
+    assert len(ax.figure.axes) == 2  # heatmap + colour bar
+    plt.close(ax.figure)
     with pytest.raises(ValueError, match="gene_shift"):
         sct.pl.perturbation(adata, metric="gene_shift")

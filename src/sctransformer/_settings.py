@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _VERBOSITY_NAMES = {"error": 0, "warning": 1, "info": 2, "hint": 3, "debug": 4}
@@ -62,6 +63,44 @@ class SctSettings:
     def cachedir(self, value: str | os.PathLike) -> None:
         self._cachedir = Path(value)
 
+    _FIELDS = ("verbosity", "progress_bars", "cachedir", "device", "offline", "n_jobs")
+
+    @contextmanager
+    def override(self, **settings) -> Iterator[SctSettings]:
+        """Set settings for the duration of a ``with`` block, then restore them.
+
+        The previous values come back even when the block raises.
+
+        Parameters
+        ----------
+        **settings
+            Settings to change, by name: ``verbosity``, ``progress_bars``, ``cachedir``,
+            ``device``, ``offline``, ``n_jobs``.
+
+        Yields
+        ------
+        The settings object itself.
+
+        Examples
+        --------
+        >>> import sctransformer as sct
+        >>> with sct.settings.override(verbosity=0, progress_bars=False):
+        ...     pass  # quiet here
+        """
+        unknown = sorted(set(settings) - set(self._FIELDS))
+        if unknown:
+            raise AttributeError(
+                f"unknown setting(s) {unknown}; sct.settings has {list(self._FIELDS)}"
+            )
+        saved = {name: getattr(self, name) for name in settings}
+        try:
+            for name, value in settings.items():
+                setattr(self, name, value)
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+
     def effective_n_jobs(self) -> int:
         if self.n_jobs is not None:
             return max(1, int(self.n_jobs))
@@ -69,24 +108,6 @@ class SctSettings:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # macOS
             return max(1, os.cpu_count() or 1)
-
-    @contextlib.contextmanager
-    def override(self, **values):
-        """Set settings for the duration of a ``with`` block; restored afterwards, even on error.
-
-        ``with sct.settings.override(verbosity=0, progress_bars=False): ...``
-        """
-        unknown = [k for k in values if k.startswith("_") or not hasattr(self, k)]
-        if unknown:
-            raise AttributeError(f"unknown settings {unknown}")
-        saved = {k: getattr(self, k) for k in values}
-        try:
-            for k, v in values.items():
-                setattr(self, k, v)
-            yield self
-        finally:
-            for k, v in saved.items():
-                setattr(self, k, v)
 
     def __repr__(self) -> str:
         return (

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from anndata import AnnData
+
+from ._utils import check_return_fig, check_save, finish
 
 
 def _stored_maps(adata: AnnData, key: str, genes, layers, heads) -> dict:
@@ -66,8 +69,10 @@ def attention_heads(
     vmin: float | None = None,
     vmax: float | None = None,
     panel_size: float = 2.4,
+    ax=None,
     show: bool | None = None,
-    return_fig: bool = False,
+    save: str | os.PathLike | None = None,
+    return_fig: bool | None = None,
 ):
     """Heatmaps of attention among ``genes``, one per layer (rows) and head (columns).
 
@@ -103,19 +108,38 @@ def attention_heads(
         Colour map and shared limits (default: the range over all panels).
     panel_size
         Inches per panel.
+    ax
+        Draw a single panel into this Axes; needs one layer and one head (``layers=-1,
+        heads=[0]`` for example). A grid of several panels makes its own Figure.
     show
-        Show the figure (default: when not returning it).
+        Show the figure. ``None``: show it unless ``save`` is given.
+    save
+        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
+        ``.svg``); written to a temporary file in the same folder, then renamed.
     return_fig
-        Return the Figure.
+        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
 
     Returns
     -------
-    The Figure when ``return_fig`` or ``show=False``, else ``None``.
+    ``None`` when the figure is shown; otherwise the Axes when one panel is drawn, the Figure
+    for a grid of several.
     """
     import matplotlib.pyplot as plt
 
     if genes is None or (not isinstance(genes, str) and len(genes) == 0):
         raise ValueError("genes is required: the genes to show")
+    if ax is not None:
+        one_layer = isinstance(layers, int | np.integer) or (
+            not isinstance(layers, str) and len(list(layers)) == 1
+        )
+        one_head = not isinstance(heads, str) and len(list(heads)) == 1
+        if not (one_layer and one_head):
+            raise ValueError(
+                "ax= draws one panel: pass one layer and one head (e.g. layers=-1, heads=[0]), "
+                "or omit ax to draw the grid"
+            )
+    save = check_save(save)
+    return_fig = check_return_fig(return_fig, "attention_heads")
     if model is None:
         if cells is not None:
             raise ValueError("cells needs a model: stored networks are averages over all cells")
@@ -140,32 +164,40 @@ def attention_heads(
     finite = maps[np.isfinite(maps)]
     lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
     hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
-    fig, axes = plt.subplots(
-        n_rows,
-        n_cols,
-        figsize=(panel_size * n_cols + 1.2, panel_size * n_rows + 0.4),
-        squeeze=False,
-        sharex=True,
-        sharey=True,
-        layout="constrained",
-    )
+    if ax is None:
+        fig, axes = plt.subplots(
+            n_rows,
+            n_cols,
+            figsize=(panel_size * n_cols + 1.2, panel_size * n_rows + 0.4),
+            squeeze=False,
+            sharex=True,
+            sharey=True,
+            layout="constrained",
+        )
+    else:
+        fig, axes = ax.figure, np.array([[ax]])
     ticks = np.arange(len(names))
     image = None
     for i, layer in enumerate(res["layers"]):
         for j, head in enumerate(res["heads"]):
-            ax = axes[i, j]
-            image = ax.imshow(
+            panel = axes[i, j]
+            image = panel.imshow(
                 np.ma.masked_invalid(maps[i, j]), cmap=cmap, vmin=lo, vmax=hi, aspect="equal"
             )
-            ax.set_title(f"layer {layer} · head {head}", fontsize=9)
-            ax.set_xticks(ticks, labels=names, rotation=90, fontsize=7)
-            ax.set_yticks(ticks, labels=names, fontsize=7)
-            ax.tick_params(labelbottom=i == n_rows - 1, labelleft=j == 0)
+            panel.set_title(f"layer {layer} · head {head}", fontsize=9)
+            panel.set_xticks(ticks, labels=names, rotation=90, fontsize=7)
+            panel.set_yticks(ticks, labels=names, fontsize=7)
+            panel.tick_params(labelbottom=i == n_rows - 1, labelleft=j == 0)
+            panel.grid(False)  # a style's grid would cut through the cells
     label = {"softmax": "attention", "rank": "rank-normalised attention", None: "score q·k/√d"}
-    fig.colorbar(image, ax=axes, shrink=0.8, label=label.get(normalize, "attention"))
-    fig.supylabel("query gene (row)", fontsize=9)
-    fig.supxlabel("key gene (column)", fontsize=9)
-    if return_fig or show is False:
-        return fig
-    plt.show()
-    return None
+    fig.colorbar(
+        image, ax=axes if ax is None else ax, shrink=0.8, label=label.get(normalize, "attention")
+    )
+    if ax is None:
+        fig.supylabel("query gene (row)", fontsize=9)
+        fig.supxlabel("key gene (column)", fontsize=9)
+    else:
+        ax.set_ylabel("query gene (row)", fontsize=9)
+        ax.set_xlabel("key gene (column)", fontsize=9)
+    result = axes[0, 0] if axes.size == 1 else fig
+    return finish(fig, result, show=show, save=save, return_fig=return_fig)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pandas as pd
 from anndata import AnnData
+
+from ._utils import check_return_fig, check_save, finish
 
 
 def benchmark(
@@ -16,7 +19,8 @@ def benchmark(
     sort: bool = True,
     ax=None,
     show: bool | None = None,
-    return_fig: bool = False,
+    save: str | os.PathLike | None = None,
+    return_fig: bool | None = None,
 ):
     """Horizontal bars of each method's score, transformer arms and baselines in two colours.
 
@@ -34,13 +38,17 @@ def benchmark(
     ax
         Draw the (single) metric into this Axes.
     show
-        Show the figure (default: when not returning it).
+        Show the figure. ``None``: show it unless ``save`` is given.
+    save
+        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
+        ``.svg``); written to a temporary file in the same folder, then renamed.
     return_fig
-        Return the Figure.
+        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
 
     Returns
     -------
-    The Figure when ``return_fig``, else ``None``.
+    ``None`` when the figure is shown; otherwise the Axes for one metric, the Figure for
+    several.
     """
     import matplotlib.pyplot as plt
 
@@ -58,6 +66,8 @@ def benchmark(
         raise ValueError(f"metrics {bad} not in uns[{key!r}]; available: {known}")
     if ax is not None and len(metrics) != 1:
         raise ValueError("ax= draws one metric; pass a single metric or no ax")
+    save = check_save(save)
+    return_fig = check_return_fig(return_fig, "benchmark")
     wide = overall.pivot_table(index=["method", "family"], columns="metric", values="value")
     wide = wide.reset_index()
     if sort:
@@ -83,9 +93,7 @@ def benchmark(
         a.spines[["top", "right"]].set_visible(False)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
     axes[-1].legend(handles, list(colours), frameon=False, loc="lower right", fontsize=8)
-    fig.tight_layout()
-    if return_fig:
-        return fig
-    if show is None or show:
-        plt.show()
-    return None
+    if ax is None:
+        fig.tight_layout()
+    result = axes[0] if len(axes) == 1 else fig
+    return finish(fig, result, show=show, save=save, return_fig=return_fig)

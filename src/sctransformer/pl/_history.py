@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from anndata import AnnData
+
+from ._utils import check_return_fig, check_save, finish
 
 
 def training_history(
@@ -12,7 +16,8 @@ def training_history(
     smooth: int = 10,
     ax=None,
     show: bool | None = None,
-    return_fig: bool = False,
+    save: str | os.PathLike | None = None,
+    return_fig: bool | None = None,
 ):
     """Plot the loss (and learning rate) recorded by :func:`sctransformer.tl.pretrain`.
 
@@ -27,13 +32,17 @@ def training_history(
     ax
         Draw into this Axes.
     show
-        Show the figure (default: when not returning it).
+        Show the figure. ``None``: show it unless ``save`` is given.
+    save
+        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
+        ``.svg``); written to a temporary file in the same folder, then renamed.
     return_fig
-        Return the Figure.
+        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
 
     Returns
     -------
-    The Figure when ``return_fig``, else ``None``.
+    ``None`` when the figure is shown, else the loss Axes (the learning rate is on its twin,
+    sharing the x axis).
     """
     import matplotlib.pyplot as plt
     import pandas as pd
@@ -43,6 +52,9 @@ def training_history(
     hist = pd.DataFrame(adata.uns[key]["history"])
     if hist.empty:
         raise ValueError(f"uns[{key!r}]['history'] is empty")
+    save = check_save(save)
+    return_fig = check_return_fig(return_fig, "training_history")
+    own_figure = ax is None
     fig = ax.figure if ax is not None else plt.figure(figsize=(5, 3.5))
     ax = ax or fig.add_subplot(111)
     ax.plot(hist["step"], hist["loss"], color="0.75", lw=0.8, label="loss")
@@ -59,9 +71,6 @@ def training_history(
     lr_ax = ax.twinx()
     lr_ax.plot(hist["step"], hist["lr"], color="C1", lw=0.8, ls="--")
     lr_ax.set_ylabel("learning rate", color="C1")
-    fig.tight_layout()
-    if return_fig:
-        return fig
-    if show is None or show:
-        plt.show()
-    return None
+    if own_figure:
+        fig.tight_layout()
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

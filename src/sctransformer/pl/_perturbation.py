@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+
+from ._utils import check_return_fig, check_save, finish
 
 
 def perturbation(
@@ -14,7 +18,8 @@ def perturbation(
     key: str = "sct_perturb",
     ax=None,
     show: bool | None = None,
-    return_fig: bool = False,
+    save: str | os.PathLike | None = None,
+    return_fig: bool | None = None,
 ):
     """Bars per gene (one group) or a genes × groups heatmap of a perturbation metric.
 
@@ -29,13 +34,16 @@ def perturbation(
     ax
         Draw into this Axes.
     show
-        Show the figure (default: when not returning it).
+        Show the figure. ``None``: show it unless ``save`` is given.
+    save
+        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
+        ``.svg``); written to a temporary file in the same folder, then renamed.
     return_fig
-        Return the Figure.
+        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
 
     Returns
     -------
-    The Figure when ``return_fig``, else ``None``.
+    ``None`` when the figure is shown, else the Axes.
     """
     import matplotlib.pyplot as plt
 
@@ -48,11 +56,14 @@ def perturbation(
     if metric not in table.columns:
         options = [c for c in ("cell_shift", "gene_shift", "target_shift") if c in table.columns]
         raise ValueError(f"metric {metric!r} is not in uns[{key!r}]; available: {options}")
+    save = check_save(save)
+    return_fig = check_return_fig(return_fig, "perturbation")
     wide = table.pivot_table(index="gene", columns="group", values=metric, sort=False)
     mode = str(table["mode"].iloc[0]) if len(table) else ""
     label = f"{metric.replace('_', ' ')} ({mode})"
     n_genes, n_groups = wide.shape
-    if ax is None:
+    own_figure = ax is None
+    if own_figure:
         fig, ax = plt.subplots(figsize=(max(3.5, 0.6 * n_groups + 2.5), 0.35 * n_genes + 1.4))
     else:
         fig = ax.figure
@@ -80,10 +91,8 @@ def perturbation(
         )
         ax.set_xticks(range(n_groups), wide.columns, rotation=90)
         ax.set_yticks(range(n_genes), wide.index)
+        ax.grid(False)  # a style's grid would cut through the cells
         fig.colorbar(im, ax=ax, label=label, shrink=0.8)
-    fig.tight_layout()
-    if return_fig:
-        return fig
-    if show is None or show:
-        plt.show()
-    return None
+    if own_figure:
+        fig.tight_layout()
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig)

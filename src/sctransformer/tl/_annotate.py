@@ -117,8 +117,8 @@ def annotate(
 
     Returns
     -------
-    The fitted :class:`CellAnnotator` (``copy=True``: the tuple ``(annotated copy,
-    annotator)``). Writes (``sct_label`` stands for ``key_added``):
+    The fitted :class:`CellAnnotator` (``copy=True``: the tuple
+    ``(annotated copy, annotator)``). Writes (``sct_label`` stands for ``key_added``):
 
     ``obs["sct_label"]``
         Categorical label, categories as the reference's (plus ``"unknown"`` when
