@@ -157,6 +157,7 @@ def test_training_with_dropout_on_cpu_never_materialises_full_scores(monkeypatch
     batch, heads, length = 2, 4, 256
     full = batch * heads * length * length * 4  # bytes of fp32 scores
     monkeypatch.setattr(attn, "BLOCK_ELEMENTS", batch * heads * length * 16)
+    monkeypatch.setattr(attn, "DIRECT_ELEMENTS", batch * heads * length * 32)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (
         torch.randn(batch, heads, length, 16, generator=gen).requires_grad_() for _ in range(3)
@@ -176,3 +177,22 @@ def test_training_with_dropout_on_cpu_never_materialises_full_scores(monkeypatch
         )
         out.sum().backward()
     assert max(e.self_cpu_memory_usage for e in prof.events()) >= full
+
+
+def test_small_score_tensors_keep_torchs_own_path():
+    """Below DIRECT_ELEMENTS training runs torch's sdpa unchanged (same dropout draws)."""
+    from sctransformer.nn.attention import DIRECT_ELEMENTS, needs_blockwise
+
+    assert not needs_blockwise(16, 4, 512, 0.1, "cpu")  # 16 x 4 x 512^2 == DIRECT_ELEMENTS
+    assert 16 * 4 * 512 * 512 == DIRECT_ELEMENTS
+    assert needs_blockwise(16, 4, 1024, 0.1, "cpu")
+    assert not needs_blockwise(16, 4, 1024, 0.0, "cpu")
+    q, k, v = _qkv(seed=7)
+    pad = padding_mask_from_lengths(LENGTHS, 11)
+    torch.manual_seed(11)
+    out, _ = attention(q, k, v, key_padding=pad, backend="sdpa", dropout_p=0.2)
+    torch.manual_seed(11)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=pad[:, None, None, :], dropout_p=0.2
+    )
+    assert torch.equal(out, ref)

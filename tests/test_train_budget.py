@@ -68,17 +68,26 @@ def test_n_parameters_counts_the_built_model(extra):
 
 
 def test_estimate_grows_with_tokens_not_with_cells_or_length_squared():
-    config = TransformerConfig(vocab_size=32_790, hidden_size=128, num_heads=4, ffn_size=256)
+    config = TransformerConfig(
+        vocab_size=32_790, hidden_size=128, num_heads=4, ffn_size=256, attention_dropout=0.02
+    )
     e = {
         (b, n): estimate_training_bytes(config, b, n).parts["activations"]
-        for b, n in ((4, 1024), (8, 1024), (4, 2048), (2, 4096))
+        for b, n in ((8, 1024), (16, 1024), (8, 2048), (4, 4096))
     }
-    assert e[(8, 1024)] == 2 * e[(4, 1024)] == e[(4, 2048)] == e[(2, 4096)]
+    assert e[(16, 1024)] == 2 * e[(8, 1024)] == e[(8, 2048)] == e[(4, 4096)]
     total = estimate_training_bytes(config, 4, 2048)
     # the transient blocks are capped: one block of scores and one block of logits
     assert total.parts["attention"] == estimate_training_bytes(config, 16, 4096).parts["attention"]
     assert total.parts["logits"] == estimate_training_bytes(config, 16, 4096).parts["logits"]
     assert estimate_training_bytes(config, 4, 2048, objective=None).parts["logits"] == 0
+    # without attention dropout the fused kernel keeps one statistic per head and token
+    fused = TransformerConfig(vocab_size=32_790, hidden_size=128, num_heads=4, ffn_size=256)
+    assert (
+        estimate_training_bytes(fused, 8, 2048).parts["attention"]
+        == 2 * estimate_training_bytes(fused, 4, 2048).parts["attention"]
+        < total.parts["attention"]
+    )
 
 
 def test_fit_batch_size_returns_the_largest_that_fits():

@@ -13,7 +13,10 @@ Backends
     several ``[B, H, L, L]`` tensors per layer until the backward pass (about 1 GiB per cell of
     2,048 tokens in a 4-layer, 4-head model). Training with dropout on CPU therefore runs
     attention in blocks of queries, each recomputed during the backward pass
-    (:func:`blockwise_attention`): peak memory is one block's scores, not the whole matrix.
+    (:func:`blockwise_attention`), once the scores would exceed :data:`DIRECT_ELEMENTS`: peak
+    memory is one block's scores, not the whole matrix. Recomputing costs time (the dropout
+    pattern is drawn twice); ``attention_dropout=0`` lets torch's fused flash kernel run,
+    several times faster on CPU and with no ``L × L`` tensor at all.
 ``"math"``
     Explicit ``softmax(Q Kᵀ / √d + mask) V``. The only backend that also returns the per-head
     attention probabilities (fused kernels never materialise them); attention-based gene networks
@@ -126,6 +129,9 @@ def _math(q, k, v, allowed, dropout_p):
 
 # elements of one query block's score tensor [B, H, block, L] (fp32: 32 MiB)
 BLOCK_ELEMENTS = 8 * 2**20
+# up to this many score elements [B, H, L, L] (fp32: 64 MiB) torch's own math path runs as it
+# is: faster than recomputing blocks, and a bounded few hundred MiB per layer
+DIRECT_ELEMENTS = 2**24
 
 
 def _block_size(batch: int, heads: int, length: int, block_elements: int) -> int:
@@ -201,13 +207,19 @@ def blockwise_attention(
     return torch.cat(outs, dim=2)
 
 
-def _fused_lacks_dropout(q: torch.Tensor, dropout_p: float) -> bool:
-    """Whether torch's fused sdpa would fall back to full math attention for the backward pass.
+def needs_blockwise(batch: int, heads: int, length: int, dropout_p: float, device) -> bool:
+    """Whether sdpa training runs :func:`blockwise_attention` for this shape.
 
-    On CPU the flash kernel does not implement dropout (measured with torch 2.13: with
-    ``dropout_p > 0`` the profiler shows ``_scaled_dot_product_attention_math``).
+    On CPU torch's flash kernel does not implement dropout (torch 2.13: with ``dropout_p > 0``
+    the profiler shows ``_scaled_dot_product_attention_math``), and its math fallback keeps the
+    whole ``[B, H, L, L]`` probabilities for the backward pass; above
+    :data:`DIRECT_ELEMENTS` score elements attention runs in recomputed blocks instead.
     """
-    return dropout_p > 0 and q.device.type == "cpu" and torch.is_grad_enabled()
+    return (
+        dropout_p > 0
+        and torch.device(device).type == "cpu"
+        and batch * heads * length * length > DIRECT_ELEMENTS
+    )
 
 
 def _prefix_lengths(key_padding: torch.Tensor) -> torch.Tensor | None:
@@ -303,7 +315,8 @@ def attention(
         allowed = _combined_mask(mask, key_padding, causal, length, q.device)
         return AttentionResult(_xformers(q, k, v, None, False, allowed, dropout_p), None)
     if name == "sdpa":
-        if _fused_lacks_dropout(q, dropout_p):
+        batch, heads = q.shape[0], q.shape[1]
+        if torch.is_grad_enabled() and needs_blockwise(batch, heads, length, dropout_p, q.device):
             allowed = _combined_mask(mask, key_padding, causal, length, q.device)
             return AttentionResult(blockwise_attention(q, k, v, allowed, dropout_p), None)
         if mask is None and key_padding is None:

@@ -44,6 +44,9 @@ BLOCKWISE_FLOATS_PER_D = 12  # per layer, blockwise attention: block outputs, q/
 # transient buffers: a block of attention scores, a block of vocabulary logits (each alive
 # about twice: forward value and its gradient)
 ATTENTION_BLOCK_COPIES = 2
+# torch's math attention (dropout on CPU, small shapes) keeps ~4 score-sized tensors per layer
+# (measured: ~240 MiB per layer for 4 heads × 2,048² fp32 scores)
+MATH_SCORE_COPIES = 4
 LOGIT_BLOCK_COPIES = 1
 # what the allocator and the loop add on top (collated batch, autograd bookkeeping)
 FIXED_OVERHEAD = 32 * 2**20
@@ -93,7 +96,14 @@ def n_parameters(config) -> int:
     return n
 
 
-def _blockwise_attention(config, device: str) -> bool:
+def _blockwise_attention(config, batch: int, length: int, device: str) -> bool:
+    from ..nn.attention import needs_blockwise
+
+    return needs_blockwise(batch, config.num_heads, length, config.attention_dropout, device)
+
+
+def _torch_math_attention(config, device: str) -> bool:
+    """Dropout on CPU below the blockwise threshold: torch's math path keeps the scores."""
     return config.attention_dropout > 0 and str(device).startswith("cpu")
 
 
@@ -133,7 +143,7 @@ def estimate_training_bytes(
     d, f, heads = config.hidden_size, config.ffn_size, config.num_heads
     tokens = batch_size * length
     params = n_parameters(config) if n_params is None else n_params
-    blockwise = _blockwise_attention(config, device)
+    blockwise = _blockwise_attention(config, batch_size, length, device)
     per_layer = LAYER_FLOATS_PER_D * d + LAYER_FLOATS_PER_FFN * f
     if blockwise:
         per_layer += BLOCKWISE_FLOATS_PER_D * d
@@ -147,6 +157,9 @@ def estimate_training_bytes(
 
         block = min(batch_size * heads * length * length, BLOCK_ELEMENTS)
         parts["attention"] = ATTENTION_BLOCK_COPIES * 4 * block
+    elif _torch_math_attention(config, device):  # small: every layer keeps its probabilities
+        scores = batch_size * heads * length * length
+        parts["attention"] = config.num_layers * MATH_SCORE_COPIES * 4 * scores
     else:  # fused kernels keep one row statistic per head and token
         parts["attention"] = 4 * 4 * batch_size * heads * length
     vocab = config.vocab_size if objective is not None else 0
