@@ -308,6 +308,9 @@ class CellTransformer(nn.Module):
             ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"`` (bf16 where one layer of this
             model's shape at this batch's length is measured faster, once per process); see
             :func:`~sctransformer.nn.precision.resolve_precision`.
+            A loop over many batches should resolve ``"auto"`` once
+            (:func:`~sctransformer.nn.precision.choose_precision`) and pass the name, so that
+            batches of different lengths run at one precision.
         output_layer
             Return this layer's output: -1 the last (default), -2 the one before (Geneformer
             V1's embedding layer), or 1-based from the bottom. Layers above it are not run.

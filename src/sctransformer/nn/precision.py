@@ -87,9 +87,9 @@ def _time_layer(layer, x, dtype: torch.dtype, training: bool, device: torch.devi
             if dtype == torch.float32
             else torch.autocast(device.type, dtype=dtype)
         )
-        with ctx:
+        with torch.enable_grad(), ctx:
             out, _ = layer(x[None])
-        out.float().sum().backward()
+            out.float().sum().backward()
     else:
         with torch.no_grad():
             layer.forward_packed(x.to(dtype), [0, x.shape[0]], dtype=dtype, workspace=Workspace())

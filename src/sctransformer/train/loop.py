@@ -191,6 +191,11 @@ def train(
     cfg.precision = choose_precision(
         cfg.precision, device, config=model.config, length=longest, training=True
     )
+    if dist:  # one measured choice for every process: rank 0's
+        names = ["fp32", "bf16", "fp16"]
+        code = torch.tensor([names.index(cfg.precision)], device=device)
+        dist.broadcast(code, 0)
+        cfg.precision = names[int(code)]
     local_cells = -(-cfg.batch_size // world)
     memory = cfg.memory_limit or available_memory(str(device))
     objective_kind = cfg.objective
@@ -207,6 +212,12 @@ def train(
             n_params=n_params,
         )
     micro = min(cfg.micro_batch_size, local_cells)
+    if dist:  # every process must accumulate, or none: the smallest fit decides
+        smallest = torch.tensor([micro], device=device)
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        micro = int(smallest)
+    cfg.micro_batch_size = micro
+    use_passes = micro < local_cells
     estimate = estimate_training_bytes(
         model.config,
         micro,
@@ -255,7 +266,7 @@ def train(
                 "precision_ctx": autocast_context(cfg.precision, device),
             }
             opt.zero_grad(set_to_none=True)
-            if len(local) <= micro:
+            if not use_passes:
                 loss_sum, n = _global_objective(runner, batch, local, kw, device, dist)
                 n_total = torch.tensor(float(n), device=device)
                 if dist:
