@@ -86,3 +86,113 @@ def test_xformers_matches_sdpa_on_padded_batch(causal):
     out_s, _ = attention(q, k, v, key_padding=pad, causal=causal, backend="sdpa")
     valid = pad[:, None, :, None].expand_as(out_x)
     torch.testing.assert_close(out_x[valid], out_s[valid], atol=1e-5, rtol=0)
+
+
+def _masks(objective, pad):
+    """(mask, causal, allowed) for an objective, as the model passes them."""
+    if objective == "ntp":
+        return None, True, causal_mask(pad)
+    if objective == "generative":
+        gen = torch.zeros_like(pad)
+        gen[:, 1::3] = True
+        allowed = generative_mask(pad, gen)
+        return allowed, False, allowed
+    return None, False, pad[:, None, None, :].expand(3, 1, 11, 11)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "ntp", "generative"])
+def test_blockwise_equals_reference_forward_and_backward(objective):
+    """Blocks of 2 queries, recomputed in backward: same output and gradients as one softmax."""
+    from sctransformer.nn.attention import blockwise_attention
+
+    pad = padding_mask_from_lengths(LENGTHS, 11)
+    _, _, allowed = _masks(objective, pad)
+    q, k, v = (t.requires_grad_() for t in _qkv(seed=3))
+    # 3 cells x 4 heads x 11 keys x 2 queries per block
+    out = blockwise_attention(q, k, v, allowed, 0.0, block_elements=3 * 4 * 11 * 2)
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    ref, _ = _reference(q2, k2, v2, allowed)
+    valid = pad[:, None, :, None].expand_as(out)
+    torch.testing.assert_close(out[valid], ref[valid], atol=1e-5, rtol=0)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(9)) * valid
+    (out * weight).sum().backward()
+    (ref * weight).sum().backward()
+    for got, want in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-5, rtol=0)
+
+
+def test_blockwise_backward_reuses_the_forward_dropout_pattern():
+    """Gradients equal those of the same blocks computed without recomputation, same seed."""
+    from sctransformer.nn.attention import blockwise_attention
+
+    pad = padding_mask_from_lengths(LENGTHS, 11)
+    allowed = pad[:, None, None, :]
+    p, rows = 0.3, 4
+    q, k, v = (t.requires_grad_() for t in _qkv(seed=5))
+    torch.manual_seed(123)
+    out = blockwise_attention(q, k, v, allowed, p, block_elements=3 * 4 * 11 * rows)
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    torch.manual_seed(123)
+    blocks = []
+    for start in range(0, 11, rows):  # the textbook formula with dropout, block by block
+        qb = q2[:, :, start : start + rows]
+        scores = qb @ k2.transpose(-1, -2) / math.sqrt(8)
+        probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1)
+        blocks.append(torch.nn.functional.dropout(probs, p=p) @ v2)
+    ref = torch.cat(blocks, dim=2)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert not torch.allclose(out, _reference(q2, k2, v2, allowed.expand(3, 1, 11, 11))[0])
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for got, want in ((q, q2), (k, k2), (v, v2)):
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-5, rtol=0)
+
+
+def test_training_with_dropout_on_cpu_never_materialises_full_scores(monkeypatch):
+    """sdpa + dropout on CPU: no allocation as large as one [B, H, L, L] score tensor."""
+    from torch.profiler import profile
+
+    import sctransformer.nn.attention as attn
+
+    batch, heads, length = 2, 4, 256
+    full = batch * heads * length * length * 4  # bytes of fp32 scores
+    monkeypatch.setattr(attn, "BLOCK_ELEMENTS", batch * heads * length * 16)
+    monkeypatch.setattr(attn, "DIRECT_ELEMENTS", batch * heads * length * 32)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (
+        torch.randn(batch, heads, length, 16, generator=gen).requires_grad_() for _ in range(3)
+    )
+    pad = padding_mask_from_lengths(torch.tensor([256, 200]), length)
+    with profile(profile_memory=True) as prof:
+        out, _ = attention(q, k, v, key_padding=pad, backend="sdpa", dropout_p=0.1)
+        out.sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_attention_math" not in names
+    largest = max(e.self_cpu_memory_usage for e in prof.events())
+    assert 0 < largest < full / 4, (largest, full)
+    # the same call through torch's own math fallback allocates whole score tensors
+    with profile(profile_memory=True) as prof:
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=pad[:, None, None, :], dropout_p=0.1
+        )
+        out.sum().backward()
+    assert max(e.self_cpu_memory_usage for e in prof.events()) >= full
+
+
+def test_small_score_tensors_keep_torchs_own_path():
+    """Below DIRECT_ELEMENTS training runs torch's sdpa unchanged (same dropout draws)."""
+    from sctransformer.nn.attention import DIRECT_ELEMENTS, needs_blockwise
+
+    assert not needs_blockwise(16, 4, 512, 0.1, "cpu")  # 16 x 4 x 512^2 == DIRECT_ELEMENTS
+    assert 16 * 4 * 512 * 512 == DIRECT_ELEMENTS
+    assert needs_blockwise(16, 4, 1024, 0.1, "cpu")
+    assert not needs_blockwise(16, 4, 1024, 0.0, "cpu")
+    q, k, v = _qkv(seed=7)
+    pad = padding_mask_from_lengths(LENGTHS, 11)
+    torch.manual_seed(11)
+    out, _ = attention(q, k, v, key_padding=pad, backend="sdpa", dropout_p=0.2)
+    torch.manual_seed(11)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=pad[:, None, None, :], dropout_p=0.2
+    )
+    assert torch.equal(out, ref)

@@ -19,6 +19,7 @@ _LAZY = {
     "select_backend": "attention",
     "varlen_attention": "attention",
     "autocast_context": "precision",
+    "choose_precision": "precision",
     "resolve_precision": "precision",
     "masks": None,
 }

@@ -7,7 +7,16 @@ Backends
     different lengths are packed into one sequence with a ``BlockDiagonalMask`` so no compute is
     spent on padding.
 ``"sdpa"``
-    :func:`torch.nn.functional.scaled_dot_product_attention`, available everywhere.
+    :func:`torch.nn.functional.scaled_dot_product_attention`, available everywhere. Its fused
+    kernels never store the ``L × L`` probabilities for the backward pass, but on CPU torch has
+    no fused kernel with attention dropout and silently falls back to its math path, which keeps
+    several ``[B, H, L, L]`` tensors per layer until the backward pass (about 1 GiB per cell of
+    2,048 tokens in a 4-layer, 4-head model). Training with dropout on CPU therefore runs
+    attention in blocks of queries, each recomputed during the backward pass
+    (:func:`blockwise_attention`), once the scores would exceed :data:`DIRECT_ELEMENTS`: peak
+    memory is one block's scores, not the whole matrix. Recomputing costs time (the dropout
+    pattern is drawn twice); ``attention_dropout=0`` lets torch's fused flash kernel run,
+    several times faster on CPU and with no ``L × L`` tensor at all.
 ``"math"``
     Explicit ``softmax(Q Kᵀ / √d + mask) V``. The only backend that also returns the per-head
     attention probabilities (fused kernels never materialise them); attention-based gene networks
@@ -32,6 +41,7 @@ __all__ = [
     "AttentionResult",
     "Workspace",
     "attention",
+    "blockwise_attention",
     "select_backend",
     "varlen_attention",
     "xformers_available",
@@ -115,6 +125,101 @@ def _math(q, k, v, allowed, dropout_p):
     probs = torch.softmax(scores, dim=-1)
     used = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
     return torch.matmul(used.to(v.dtype), v), probs
+
+
+# elements of one query block's score tensor [B, H, block, L] (fp32: 32 MiB)
+BLOCK_ELEMENTS = 8 * 2**20
+# up to this many score elements [B, H, L, L] (fp32: 64 MiB) torch's own math path runs as it
+# is: faster than recomputing blocks, and a bounded few hundred MiB per layer
+DIRECT_ELEMENTS = 2**24
+
+
+def _block_size(batch: int, heads: int, length: int, block_elements: int) -> int:
+    return max(1, min(length, block_elements // max(1, batch * heads * length)))
+
+
+def _math_block(q, k, v, allowed, dropout_p):
+    """:func:`_math`'s output with fewer temporaries (scale and mask applied in place)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).float().mul_(1.0 / math.sqrt(q.shape[-1]))
+    if allowed is not None:
+        scores = scores.add_(to_additive(allowed, scores.dtype))
+    probs = torch.softmax(scores, dim=-1)
+    used = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+    return torch.matmul(used.to(v.dtype), v)
+
+
+def blockwise_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    allowed: torch.Tensor | None,
+    dropout_p: float,
+    *,
+    block_elements: int | None = None,
+) -> torch.Tensor:
+    """Math attention (with dropout) over blocks of queries, recomputed in the backward pass.
+
+    Same arithmetic as the math backend; each block of queries is wrapped in
+    :func:`torch.utils.checkpoint.checkpoint`, which stores only its inputs (views of ``q``,
+    ``k``, ``v``) and restores the random state when it recomputes the block, so the backward
+    pass sees the same dropout pattern as the forward pass. Peak memory holds one block's
+    ``[B, H, block, L]`` scores instead of every layer's ``[B, H, L, L]`` probabilities.
+
+    Parameters
+    ----------
+    q, k, v
+        ``[B, H, L, D]``.
+    allowed
+        Boolean may-attend mask broadcastable to ``[B, H, L, L]`` or ``None``.
+    dropout_p
+        Dropout on the attention probabilities.
+    block_elements
+        Elements of one block's score tensor (default :data:`BLOCK_ELEMENTS`, 32 MiB of fp32);
+        sets the block size.
+
+    Returns
+    -------
+    ``[B, H, L, D]`` attention output.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    batch, heads, length, _ = q.shape
+    size = _block_size(batch, heads, length, block_elements or BLOCK_ELEMENTS)
+    if size >= length:
+        return checkpoint(_math_block, q, k, v, allowed, dropout_p, use_reentrant=False)
+    outs = []
+    for start in range(0, length, size):
+        stop = min(length, start + size)
+        block_mask = allowed
+        if allowed is not None and allowed.shape[-2] > 1:
+            block_mask = allowed[..., start:stop, :]
+        outs.append(
+            checkpoint(
+                _math_block,
+                q[:, :, start:stop],
+                k,
+                v,
+                block_mask,
+                dropout_p,
+                use_reentrant=False,
+            )
+        )
+    return torch.cat(outs, dim=2)
+
+
+def needs_blockwise(batch: int, heads: int, length: int, dropout_p: float, device) -> bool:
+    """Whether sdpa training runs :func:`blockwise_attention` for this shape.
+
+    On CPU torch's flash kernel does not implement dropout (torch 2.13: with ``dropout_p > 0``
+    the profiler shows ``_scaled_dot_product_attention_math``), and its math fallback keeps the
+    whole ``[B, H, L, L]`` probabilities for the backward pass; above
+    :data:`DIRECT_ELEMENTS` score elements attention runs in recomputed blocks instead.
+    """
+    return (
+        dropout_p > 0
+        and torch.device(device).type == "cpu"
+        and batch * heads * length * length > DIRECT_ELEMENTS
+    )
 
 
 def _prefix_lengths(key_padding: torch.Tensor) -> torch.Tensor | None:
@@ -210,6 +315,10 @@ def attention(
         allowed = _combined_mask(mask, key_padding, causal, length, q.device)
         return AttentionResult(_xformers(q, k, v, None, False, allowed, dropout_p), None)
     if name == "sdpa":
+        batch, heads = q.shape[0], q.shape[1]
+        if torch.is_grad_enabled() and needs_blockwise(batch, heads, length, dropout_p, q.device):
+            allowed = _combined_mask(mask, key_padding, causal, length, q.device)
+            return AttentionResult(blockwise_attention(q, k, v, allowed, dropout_p), None)
         if mask is None and key_padding is None:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal)
             return AttentionResult(out, None)

@@ -295,8 +295,12 @@ class CellTransformer(nn.Module):
         tokens, values, lengths, padding_mask, objective, gen_mask, backend
             As in :meth:`forward`.
         precision
-            ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"`` (bf16 where the hardware runs
-            it fast); see :func:`~sctransformer.nn.precision.resolve_precision`.
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` (CUDA) or ``"auto"`` (bf16 where one layer of this
+            model's shape at this batch's length is measured faster, once per process); see
+            :func:`~sctransformer.nn.precision.resolve_precision`.
+            A loop over many batches should resolve ``"auto"`` once
+            (:func:`~sctransformer.nn.precision.choose_precision`) and pass the name, so that
+            batches of different lengths run at one precision.
         output_layer
             Return this layer's output: -1 the last (default), -2 the one before (Geneformer
             V1's embedding layer), or 1-based from the bottom. Layers above it are not run.
@@ -330,7 +334,9 @@ class CellTransformer(nn.Module):
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)[mask_pad]
         packed_values = values[mask_pad] if values is not None else None
         packed_gen = gen_mask.bool()[mask_pad] if objective == "generative" else None
-        dtype = resolve_precision(precision, tokens.device)
+        dtype = resolve_precision(
+            precision, tokens.device, config=self.config, length=tokens.shape[1]
+        )
         with autocast_context("fp32", tokens.device):  # outer autocast must not recast our ops
             x = self.embeddings(tokens[mask_pad], packed_values, positions)
             x = x.to(dtype)

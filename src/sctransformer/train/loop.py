@@ -5,10 +5,16 @@ Every random choice of step ``s`` (batch order, masking, dropout) is derived fro
 uninterrupted run would. Under ``torchrun`` each process takes its share of every global batch
 and the loss is normalised by the global number of predicted positions, so the update equals
 a single-process step on the same global batch.
+
+Memory is planned before the first step (:mod:`sctransformer.train.budget`): when a batch of
+the longest cells would not fit, each step runs in passes of fewer cells whose gradients add up
+to the same update (the masks are drawn for the whole batch, as under DDP), and the run's cost
+(tokens per cell, steps, memory, then seconds per step) is logged before it gets long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -40,6 +46,10 @@ class TrainConfig:
     precision: str = "auto"
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
+    # cells per forward/backward pass; None: as many of the longest cells as fit in memory
+    micro_batch_size: int | None = None
+    # bytes the run may use; None: what is available when training starts
+    memory_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -50,6 +60,13 @@ class TrainConfig:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs checkpoint_dir")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(
+                f"micro_batch_size must be positive (or None to fit memory), got "
+                f"{self.micro_batch_size}"
+            )
+        if self.memory_limit is not None and self.memory_limit < 1:
+            raise ValueError("memory_limit must be a positive number of bytes or None")
 
 
 def schedule(step: int, total: int, warmup: int) -> float:
@@ -139,13 +156,27 @@ def train(
     device: str = "cpu",
     resume_from: str | os.PathLike | None = None,
     card=None,
+    max_length: int | None = None,
+    n_truncated: int | None = None,
 ) -> list[dict]:
     """Pretrain ``model`` in place on ``data``; returns the loss history (one dict per step).
 
     ``card``: what checkpoints save (a :class:`~sctransformer.models.Model` around ``model``,
     so each ``step-N/model`` folder carries the vocabulary and tokenization); default ``model``.
+
+    Before the first step ``cfg.precision`` is resolved (``"auto"`` → the faster of fp32 and
+    bf16 measured for this model's layer shape, training) and ``cfg.micro_batch_size`` set
+    (``None`` → the most of the longest cells that fit in ``cfg.memory_limit`` or the memory
+    available), so that ``config_dict(cfg)`` records what ran. ``max_length`` and
+    ``n_truncated`` (cells whose genes did not all fit) only feed the cost log.
+
+    Raises
+    ------
+    TrainingMemoryError
+        Before training, when not even one of the longest cells fits in memory.
     """
-    from ..nn.precision import autocast_context
+    from ..nn.precision import autocast_context, choose_precision
+    from .budget import TrainingCost, available_memory, estimate_training_bytes, fit_batch_size
 
     dist = _dist()
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
@@ -161,6 +192,61 @@ def train(
         )
     batches = _plan(data, cfg)
     total = len(batches)
+    longest = int(data.lengths.max()) if len(data) else 1
+    cfg.precision = choose_precision(
+        cfg.precision, device, config=model.config, length=longest, training=True
+    )
+    if dist:  # one measured choice for every process: rank 0's
+        names = ["fp32", "bf16", "fp16"]
+        code = torch.tensor([names.index(cfg.precision)], device=device)
+        dist.broadcast(code, 0)
+        cfg.precision = names[int(code)]
+    local_cells = -(-cfg.batch_size // world)
+    memory = cfg.memory_limit or available_memory(str(device))
+    objective_kind = cfg.objective
+    n_params = sum(p.numel() for p in model.parameters())
+    if cfg.micro_batch_size is None:
+        cfg.micro_batch_size = fit_batch_size(
+            model.config,
+            local_cells,
+            longest,
+            objective=objective_kind,
+            mask_prob=cfg.mask_prob,
+            device=str(device),
+            memory=memory,
+            n_params=n_params,
+        )
+    micro = min(cfg.micro_batch_size, local_cells)
+    if dist:  # every process must accumulate, or none: the smallest fit decides
+        smallest = torch.tensor([micro], device=device)
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        micro = int(smallest)
+    cfg.micro_batch_size = micro
+    use_passes = micro < local_cells
+    estimate = estimate_training_bytes(
+        model.config,
+        micro,
+        longest,
+        objective=objective_kind,
+        mask_prob=cfg.mask_prob,
+        device=str(device),
+        n_params=n_params,
+    )
+    cost = TrainingCost(
+        lengths=data.lengths,
+        steps=total - (start_step_of(resume_from) if resume_from is not None else 0),
+        batch_size=cfg.batch_size,
+        config=model.config,
+        precision=cfg.precision,
+        device=str(device),
+        max_length=max_length or (data.tokens.shape[1] if len(data) else None),
+        n_truncated=n_truncated,
+        micro_batch_size=micro,
+        memory_estimate=estimate,
+        memory_available=memory,
+    )
+    if rank == 0:
+        cost.before()
     opt, sched = optimizer(model, cfg, total)
     history: list[dict] = []
     start_step = 0
@@ -170,6 +256,7 @@ def train(
     n_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     bar = logg.progress(total=total, desc=f"pretrain ({cfg.objective})", unit="step")
     bar.update(start_step)
+    cost.start()
     with torch.random.fork_rng(devices=[]):
         for step in range(start_step, total):
             gen = seed_step(cfg.seed, step)
@@ -183,14 +270,20 @@ def train(
                 "gen": gen,
                 "precision_ctx": autocast_context(cfg.precision, device),
             }
-            loss_sum, n = _global_objective(runner, batch, local, kw, device, dist)
-            n_total = torch.tensor(float(n), device=device)
-            if dist:
-                dist.all_reduce(n_total)
-            n_total = max(float(n_total), 1.0)
-            loss = loss_sum * (world / n_total)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if not use_passes:
+                loss_sum, n = _global_objective(runner, batch, local, kw, device, dist)
+                n_total = torch.tensor(float(n), device=device)
+                if dist:
+                    dist.all_reduce(n_total)
+                n_total = max(float(n_total), 1.0)
+                loss = loss_sum * (world / n_total)
+                loss.backward()
+            else:
+                loss_sum, n_total = _accumulate(runner, batch, local, micro, kw, device, dist)
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(world / n_total)
             if cfg.clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             lr = float(opt.param_groups[0]["lr"])  # the rate of this step, before it advances
@@ -209,6 +302,8 @@ def train(
             history.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             bar.update(1)
+            if rank == 0:
+                cost.step_done()
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and rank == 0:
                 save_state(
                     Path(cfg.checkpoint_dir) / f"step-{step + 1}",
@@ -226,6 +321,59 @@ def train(
 def _share(batch: dict, rank: int, world: int) -> np.ndarray:
     """Rows of the global batch this process computes."""
     return np.arange(len(batch["index"]))[rank::world]
+
+
+def start_step_of(path) -> int:
+    """The step a ``step-N`` checkpoint folder resumes from (0 when it cannot be read)."""
+    try:
+        trainer = torch.load(Path(path) / "trainer_state.pt", weights_only=True)
+    except (OSError, RuntimeError):
+        return 0
+    return int(trainer.get("step", 0))
+
+
+def _accumulate(runner, batch, rows, micro, kw, device, dist):
+    """One step's gradients in passes of ``micro`` cells of this process's ``rows``.
+
+    Every pass draws its masks from the step's generator state over the global batch and keeps
+    its rows (as processes do under DDP), so the masked positions equal a single pass's; each
+    pass is trimmed to its longest cell. Gradients of the summed losses accumulate; the caller
+    divides them by the global number of predicted positions, returned here with the loss sum.
+    """
+    gen = kw["gen"]
+    state = gen.get_state()
+    loss_total = torch.zeros((), device=device)
+    n_local = 0
+    passes = [rows[i : i + micro] for i in range(0, len(rows), micro)]
+    for j, part in enumerate(passes):
+        gen.set_state(state)
+        last = j == len(passes) - 1
+        sync = runner.no_sync() if dist and not last else contextlib.nullcontext()
+        with sync:
+            loss_sum, n = _rows_objective(runner, batch, part, kw, device)
+            loss_sum.backward()
+        loss_total += loss_sum.detach()
+        n_local += n
+    n_total = torch.tensor(float(n_local), device=device)
+    if dist:
+        dist.all_reduce(n_total)
+    return loss_total, max(float(n_total), 1.0)
+
+
+def _rows_objective(runner, batch, rows, kw, device):
+    """The objective on ``rows`` of the global batch, padded only to their longest cell."""
+    rows_t = torch.as_tensor(rows, dtype=torch.long)
+    width = max(1, int(batch["lengths"][rows_t].max()))
+    local = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v[rows_t]
+            local[k] = (v[:, :width] if v.ndim == 2 else v).to(device)
+        else:
+            local[k] = v[rows]
+    local["global_shape"] = tuple(batch["tokens"].shape)
+    local["rows"] = rows_t
+    return runner(local, **kw)
 
 
 def _global_objective(runner, batch, rows, kw, device, dist):
@@ -280,4 +428,6 @@ def config_dict(cfg: TrainConfig) -> dict:
     for key in ("max_steps", "warmup_steps"):
         d[key] = -1 if d[key] is None else d[key]
     d["checkpoint_dir"] = d["checkpoint_dir"] or ""
+    for key in ("micro_batch_size", "memory_limit"):
+        d[key] = 0 if d[key] is None else d[key]
     return d

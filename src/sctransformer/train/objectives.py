@@ -12,19 +12,56 @@ import torch.nn.functional as F
 
 MASK_VALUE = -1.0  # continuous input at masked positions (scGPT's mask_value)
 
+# rows of vocabulary logits computed at once by token_loss (fp32: ~64 MiB at 32,768 tokens)
+LOGIT_ELEMENTS = 16 * 2**20
+
+
+def _local(draws: torch.Tensor, batch: dict) -> torch.Tensor:
+    """This share's rows (and columns: a micro-batch may be trimmed to its longest cell)."""
+    rows = batch.get("rows")
+    if rows is not None:
+        draws = draws[rows]
+    return draws[:, : batch["tokens"].shape[1]].to(batch["tokens"].device)
+
 
 def _uniform(batch: dict, gen: torch.Generator) -> torch.Tensor:
     """Uniform draws over the *global* batch, sliced to this process's rows (see loop.py)."""
     u = torch.rand(batch.get("global_shape", tuple(batch["tokens"].shape)), generator=gen)
-    rows = batch.get("rows")
-    return (u if rows is None else u[rows]).to(batch["tokens"].device)
+    return _local(u, batch)
 
 
 def _randint(batch: dict, gen: torch.Generator, high: int) -> torch.Tensor:
     shape = batch.get("global_shape", tuple(batch["tokens"].shape))
-    r = torch.randint(high, shape, generator=gen)
-    rows = batch.get("rows")
-    return (r if rows is None else r[rows]).to(batch["tokens"].device)
+    return _local(torch.randint(high, shape, generator=gen), batch)
+
+
+def _head_loss(head, hidden, target):
+    return F.cross_entropy(head(hidden).float(), target, reduction="sum")
+
+
+def token_loss(head, hidden: torch.Tensor, target: torch.Tensor, *, block_elements=None):
+    """Summed cross-entropy of a vocabulary head at the predicted positions only.
+
+    ``hidden`` holds just the predicted rows ``[n, d]`` (never all ``L`` positions), and the
+    ``[n, vocab_size]`` logits are made in blocks of rows, each recomputed in the backward pass
+    (:func:`torch.utils.checkpoint.checkpoint`), so at most one block of logits is alive:
+    memory stays small however large the vocabulary and the batch. Same value and gradients
+    as one ``cross_entropy(head(hidden), target, reduction="sum")``.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    n = hidden.shape[0]
+    vocab = head.bias.shape[0] if hasattr(head, "bias") and head.bias is not None else None
+    if vocab is None:
+        vocab = head.decoder.out_features
+    rows = max(1, (block_elements or LOGIT_ELEMENTS) // vocab)
+    if not torch.is_grad_enabled() or n <= rows:
+        return _head_loss(head, hidden, target)
+    loss = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, n, rows):
+        sl = slice(start, start + rows)
+        loss = loss + checkpoint(_head_loss, head, hidden[sl], target[sl], use_reentrant=False)
+    return loss
 
 
 def _choose(candidates: torch.Tensor, prob: float, draw: torch.Tensor) -> torch.Tensor:
@@ -104,8 +141,7 @@ def mlm_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
     hidden = out.last_hidden_state
     loss, n = _value_losses(model, hidden, batch["values"], chosen)
     if has_tokens:
-        logits = model.heads["mlm"](hidden[chosen]).float()
-        loss = loss + F.cross_entropy(logits, batch["tokens"][chosen], reduction="sum")
+        loss = loss + token_loss(model.heads["mlm"], hidden[chosen], batch["tokens"][chosen])
     return loss, n
 
 
@@ -121,8 +157,7 @@ def ntp_loss(model, batch, *, precision_ctx, **_):
     hidden = out.last_hidden_state[:, :-1]
     target = batch["tokens"][:, 1:]
     valid = batch["padding_mask"][:, 1:]
-    logits = model.heads["ntp"](hidden[valid]).float()
-    return F.cross_entropy(logits, target[valid], reduction="sum"), int(valid.sum())
+    return token_loss(model.heads["ntp"], hidden[valid], target[valid]), int(valid.sum())
 
 
 def generative_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
@@ -146,8 +181,7 @@ def generative_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx)
     hidden = out.last_hidden_state
     loss, n = _value_losses(model, hidden, batch["values"], chosen)
     if has_tokens:
-        logits = model.heads["mlm"](hidden[chosen]).float()
-        loss = loss + F.cross_entropy(logits, batch["tokens"][chosen], reduction="sum")
+        loss = loss + token_loss(model.heads["mlm"], hidden[chosen], batch["tokens"][chosen])
     return loss, n
 
 
