@@ -3,7 +3,6 @@ and the demo end to end."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,10 +12,7 @@ import time
 import anndata as ad
 import numpy as np
 import pandas as pd
-import pytest
 import scipy.sparse as sp
-
-from test_embed_tiny_model import needs_tiny
 
 # generous: these bound a hung process on a loaded machine, they time nothing
 TIMEOUT = 900
@@ -120,22 +116,3 @@ def test_killed_mid_write_leaves_the_previous_output(tmp_path):
     tok = ad.read_h5ad(out, backed="r")
     assert tok.obsm["sct_tokens"].shape[0] == 20_000 and "marker" not in tok.uns
     tok.file.close()
-
-
-@needs_tiny
-@pytest.mark.slow
-def test_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    res = sct_run("demo", "--out", out)
-    assert res.returncode == 0, res.stderr[-3000:]
-    for name in ("demo.h5ad", "umap_sct.png", "grn.png", "summary.json"):
-        assert (out / name).stat().st_size > 0, name
-    summary = json.loads((out / "summary.json").read_text())
-    print(summary)
-    assert summary["cells"] == 700
-    assert summary["knn_accuracy_X_sct"] > summary["majority_class_accuracy"]
-    assert summary["annotation_accuracy_linear_30pct_query"] > summary["majority_class_accuracy"]
-    assert summary["attention_edges"] > 0
-    adata = ad.read_h5ad(out / "demo.h5ad")
-    assert "X_sct" in adata.obsm and "X_umap" in adata.obsm
-    assert "sct_grn" in adata.varp and "sct_label" in adata.obs
