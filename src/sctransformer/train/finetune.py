@@ -132,9 +132,12 @@ def finetune_classifier(
         length_grouped_batches(data.lengths[tr], batch_size, shuffle=True, seed=seed * 7919 + e)
         for e in range(epochs)
     ]
+    # a constant rate (no warm-up): with early stopping, cosine decay to zero over the planned
+    # epochs made the bundled model's pbmc annotation worse (accuracy 0.49 vs 0.57)
     cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed
-    )
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+        warmup_steps=0, lr_schedule="constant",
+    )  # fmt: skip
     trained = head if freeze else net
     lr_of = {id(p): lr for p in head.parameters()}
     opt, sched = optimizer(

@@ -40,6 +40,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int | None = None  # default: 5% of the steps
+    lr_schedule: str = "cosine"  # after warm-up: "cosine" decay to zero, or "constant"
     clip: float = 1.0
     mask_prob: float = 0.15
     seed: int = 0
@@ -58,6 +59,8 @@ class TrainConfig:
             raise ValueError("batch_size and epochs must be positive, and lr > 0")
         if not 0 < self.mask_prob < 1:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r}; use 'cosine' or 'constant'")
         if self.checkpoint_every and not self.checkpoint_dir:
             raise ValueError("checkpoint_every needs checkpoint_dir")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -69,10 +72,12 @@ class TrainConfig:
             raise ValueError("memory_limit must be a positive number of bytes or None")
 
 
-def schedule(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+def schedule(step: int, total: int, warmup: int, kind: str = "cosine") -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero (or constant)."""
     if step < warmup:
         return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -92,7 +97,9 @@ def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int, *, lr_of=Non
         lr=cfg.lr,
     )
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, total, warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: schedule(s, total, warmup, cfg.lr_schedule)
+    )
     return opt, sched
 
 
