@@ -405,13 +405,16 @@ def count_columns(indptr, indices, data, col_ok, r0, r1, counts):
 
 
 @_kernel()
-def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, cursor, out):
+def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cursor, out):
     """Each nonzero value of a usable column in rows ``r0:r1``, scaled to ``target_sum`` per
-    cell (float64 totals over all columns), written at its column's ``cursor``."""
+    cell, written at its column's ``cursor``. ``totals[i]`` is row ``i``'s denominator; where
+    it is NaN the float64 sum of the row's stored values is used."""
     for i in range(r0, r1):
-        t = 0.0
-        for j in range(indptr[i], indptr[i + 1]):
-            t += np.float64(data[j])
+        t = totals[i]
+        if t != t:
+            t = 0.0
+            for j in range(indptr[i], indptr[i + 1]):
+                t += np.float64(data[j])
         for j in range(indptr[i], indptr[i + 1]):
             c = indices[j]
             if data[j] > 0 and col_ok[c]:
@@ -419,55 +422,102 @@ def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, cursor, o
                 cursor[c] += 1
 
 
+_RADIX_BUCKETS = 2048
+
+
 @_kernel()
-def _select(a, lo, hi, k):
-    """Reorder ``a[lo:hi]`` in place so ``a[k]`` holds the value a full sort would put there,
-    with nothing larger before it (quickselect, median-of-three pivots)."""
-    hi -= 1
-    while hi > lo:
-        mid = (lo + hi) // 2
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
+def _kth_positive(values, lo, hi, k, hist, buf):
+    """The ``k``-th smallest (0-based) of ``values[lo:hi]``, all positive and finite, by a radix
+    select on their IEEE-754 bits (monotone for positive doubles); ``values`` is not changed.
+    ``hist`` holds ``_RADIX_BUCKETS`` counters, ``buf`` at least ``hi - lo`` words."""
+    bits = values.view(np.uint64)
+    n = hi - lo
+    kmin = bits[lo]
+    kmax = bits[lo]
+    for e in range(lo + 1, hi):
+        b = bits[e]
+        if b < kmin:
+            kmin = b
+        elif b > kmax:
+            kmax = b
+    src_is_values = True
+    while kmin != kmax:
+        span = kmax - kmin
+        shift = np.uint64(0)
+        while (span >> shift) >= np.uint64(_RADIX_BUCKETS):
+            shift += np.uint64(1)
+        width = np.int64(span >> shift) + 1
+        hist[:width] = 0
+        if src_is_values:
+            for e in range(lo, hi):
+                hist[np.int64((bits[e] - kmin) >> shift)] += 1
         else:
-            return
+            for e in range(n):
+                hist[np.int64((buf[e] - kmin) >> shift)] += 1
+        bucket = 0
+        while k >= hist[bucket]:
+            k -= hist[bucket]
+            bucket += 1
+        # keep the bucket's elements (in buf), with their range
+        m = 0
+        new_min = kmax
+        new_max = kmin
+        if src_is_values:
+            for e in range(lo, hi):
+                b = bits[e]
+                if np.int64((b - kmin) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        else:
+            for e in range(n):
+                b = buf[e]
+                if np.int64((b - kmin) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        src_is_values = False
+        n = m
+        kmin = new_min
+        kmax = new_max
+    out = np.empty(1, np.uint64)
+    out[0] = kmin
+    return out.view(np.float64)[0]
 
 
 @_kernel()
 def segment_medians(starts, values, c0, c1, out):
     """``np.median`` of ``values[starts[c]:starts[c + 1]]`` for columns ``c0:c1`` (NaN where
-    empty); reorders ``values`` within each segment."""
+    empty); the values must be positive and finite (normalised nonzero counts) and are left
+    as they are."""
+    cap = 1
+    for c in range(c0, c1):
+        cap = max(cap, starts[c + 1] - starts[c])
+    hist = np.empty(_RADIX_BUCKETS, np.int64)
+    buf = np.empty(cap, np.uint64)
     for c in range(c0, c1):
         lo, hi = starts[c], starts[c + 1]
         n = hi - lo
         if n == 0:
             out[c] = np.nan
             continue
-        k = lo + n // 2
-        _select(values, lo, hi, k)
-        upper = values[k]
+        k = n // 2
+        upper = _kth_positive(values, lo, hi, k, hist, buf)
         if n % 2:
             out[c] = upper
-        else:
-            lower = values[lo]
-            for j in range(lo + 1, k):
-                lower = max(lower, values[j])
-            out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values
+            continue
+        # the (k-1)-th smallest: the largest value below ``upper`` when exactly k lie below it,
+        # else ``upper`` itself (ties straddle the middle)
+        below = 0
+        lower = 0.0
+        for j in range(lo, hi):
+            v = values[j]
+            if v < upper:
+                below += 1
+                if v > lower:
+                    lower = v
+        if below < k:
+            lower = upper
+        out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values
