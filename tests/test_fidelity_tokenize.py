@@ -258,3 +258,16 @@ def test_human_gene_table_is_offline_and_maps_pbmc_symbols():
     assert len(table) > 50_000
     d = dict((sym, ens) for ens, sym in table)
     assert d["CD3E"] == "ENSG00000198851" and d["MS4A1"] == "ENSG00000156738"
+
+
+def test_cls_value_is_pad_value_as_in_scgpt_embed_data(counts):
+    # scGPT's embed_data (tasks/cell_emb.py) prepends <cls> with model_configs["pad_value"]
+    # (-2); its tokenize_batch uses 0 there instead (documented difference)
+    x = counts.X.toarray() if sp.issparse(counts.X) else np.asarray(counts.X)
+    sct.pp.tokenize(counts, method="adaptive_bin", max_length=None)
+    vocab = GeneVocab.from_json(counts.uns["sct"]["vocab"])
+    toks, vals = counts.obsm["sct_tokens"], counts.obsm["sct_values"]
+    assert (toks[:, 0] == vocab.cls_id).all()
+    assert (vals[:, 0] == -2.0).all()
+    n = counts.obs["sct_n_tokens"].to_numpy()
+    assert list(n - 1) == list((x > 0).sum(axis=1))  # then one position per expressed gene
