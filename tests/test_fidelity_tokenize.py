@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import types
 
+import anndata
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,9 +79,18 @@ def _tokens_of(adata):
     return [list(toks[i, : n[i]]) for i in range(adata.n_obs)]
 
 
-def test_genes_sharing_a_token_are_summed_like_geneformer():
+@pytest.mark.parametrize("storage", ["csr", "dense", "csc", "backed"])
+def test_genes_sharing_a_token_are_summed_like_geneformer(storage, tmp_path):
     adata, x, var_token, vocab, medians = _alias_data()
-    sct.pp.tokenize(adata, method="rank", vocab=vocab, min_gene_fraction=0.5)
+    if storage == "dense":
+        adata.X = x.copy()
+    elif storage == "csc":
+        adata.X = sp.csc_matrix(x)
+    elif storage == "backed":
+        adata.write_h5ad(tmp_path / "a.h5ad")
+        adata = anndata.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    # chunks smaller than the data: the merge is applied chunk by chunk
+    sct.pp.tokenize(adata, method="rank", vocab=vocab, min_gene_fraction=0.5, chunk_size=16)
     totals = x.astype(np.float64).sum(axis=1)  # all genes, the unknown ones too
     want = _rank_reference(x, var_token, medians, totals, vocab)
     got = _tokens_of(adata)
