@@ -223,7 +223,8 @@ def main() -> None:
                     "per-row normalise+argsort",
                     lambda: ref_rank_published(x, ids, medians_arr, n_cells),
                     n_cells,
-                )
+                ),
+                ("bare per-row argsort", lambda: ref_rank_bare(x.indptr, score, n_cells), n_cells),
             ],
         ),
         "adaptive_bin": (

@@ -107,8 +107,9 @@ def test_does_not_change_the_given_model(data):
     model, ref, query = data
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ann = sct.tl.annotate(
-        query.copy(), model, reference=ref, labels_key="cell_type", epochs=1, device="cpu"
-    )
+        query.copy(), model, reference=ref, labels_key="cell_type", method="finetune",
+        epochs=1, device="cpu",
+    )  # fmt: skip
     assert ann.model is not model and "classifier" in ann.model.heads
     assert "classifier" not in model.heads
     for k, v in model.state_dict().items():
@@ -129,6 +130,7 @@ def test_freeze_trains_only_the_head(data):
         model,
         reference=ref,
         labels_key="cell_type",
+        method="finetune",
         freeze=True,
         epochs=2,
         device="cpu",

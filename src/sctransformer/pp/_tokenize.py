@@ -34,6 +34,7 @@ def tokenize(
     batch_key: str | None = None,
     seed: int = 0,
     min_gene_fraction: float = 0.2,
+    total_key: str | Literal[False] | None = None,
     chunk_size: int = 4096,
     key_added: str = "sct",
     copy: bool = False,
@@ -43,7 +44,7 @@ def tokenize(
     Five encodings from the single-cell transformer literature:
 
     ``"rank"`` (Geneformer)
-        Counts divided by the cell's total over all genes, times ``target_sum``, divided by a
+        Counts divided by the cell's total (``total_key``), times ``target_sum``, divided by a
         per-gene median; expressed genes ordered by that value, descending (ties in var order).
         The medians come from ``gene_medians``, else the vocabulary, else the data's own nonzero
         normalised values. Geneformer V1: ``max_length=2048, add_cls=False``; V2:
@@ -61,7 +62,13 @@ def tokenize(
     ``"value"`` (TOSICA, scGPT continuous input)
         The ``log1p`` normalised values themselves.
     ``"sentence"`` (Cell2Sentence)
-        The names of the ``max_length`` (default 100) most expressed genes, joined by spaces.
+        The upper-cased names of the expressed genes, most expressed first (ties in var
+        order), joined by spaces: every expressed gene, as Cell2Sentence writes them (it crops
+        when it builds a prompt); ``max_length`` keeps the first ones only.
+
+    Genes that map to one token (two names of one vocabulary id; for ``sentence``, names equal
+    once upper-cased) have their counts summed into one gene first, as Geneformer's tokenizer
+    does; ``uns["sct"]["params"]["n_genes_merged"]`` says how many were folded.
 
     Parameters
     ----------
@@ -105,6 +112,12 @@ def tokenize(
         results do not depend on chunking or threads).
     min_gene_fraction
         Fail when fewer than this fraction of the data's genes are in the vocabulary.
+    total_key
+        ``obs`` column of each cell's total counts, the normalisation denominator (e.g.
+        Geneformer's ``"n_counts"``, which may hold totals from before a gene filter).
+        ``False``: each cell's sum over the matrix. ``None`` (default): what the model's
+        publisher did, i.e. ``"n_counts"`` for a Geneformer model when ``obs`` has it (else
+        the matrix's sums, with a hint), the matrix's sums otherwise.
     chunk_size
         Cells read at a time from dense, CSC or backed matrices; bounds memory. An in-memory
         CSR matrix is encoded whole (its working memory is bounded by row blocks anyway).
@@ -140,6 +153,7 @@ def tokenize(
         batch_key=batch_key,
         seed=seed,
         min_gene_fraction=min_gene_fraction,
+        total_key=total_key,
         chunk_size=chunk_size,
         max_length=max_length,
         target_sum=target_sum,

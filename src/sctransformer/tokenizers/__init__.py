@@ -7,7 +7,16 @@ parameters of one encoding, :func:`encode_chunk` applies it to a CSR block of ce
 
 from ._arrays import TokenArrays
 from ._encode import METHODS, Encoding, encode_chunk
-from ._vocab import CLS, DEFAULT_SPECIALS, EOS, MASK, PAD, GeneVocab, condition_token
+from ._vocab import (
+    CLS,
+    DEFAULT_SPECIALS,
+    EOS,
+    MASK,
+    PAD,
+    GeneVocab,
+    condition_token,
+    human_gene_table,
+)
 
 __all__ = [
     "CLS",
@@ -21,4 +30,5 @@ __all__ = [
     "TokenArrays",
     "condition_token",
     "encode_chunk",
+    "human_gene_table",
 ]

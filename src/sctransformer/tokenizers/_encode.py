@@ -13,13 +13,14 @@ from ._arrays import TokenArrays
 
 METHODS = ("rank", "bin", "adaptive_bin", "value", "sentence")
 # Per-method defaults: Geneformer V1 context, scBERT's 6 bins of width 1 in log1p space,
-# scGPT's 51 bins and 1,200 genes, Cell2Sentence's first 100 genes.
+# scGPT's 51 bins and 1,200 genes, every expressed gene for Cell2Sentence (it crops at prompt
+# time).
 DEFAULT_MAX_LENGTH = {
     "rank": 2048,
     "bin": None,
     "adaptive_bin": 1200,
     "value": 1200,
-    "sentence": 100,
+    "sentence": None,
 }
 DEFAULT_N_BINS = {"bin": 6, "adaptive_bin": 51}
 

@@ -405,13 +405,16 @@ def count_columns(indptr, indices, data, col_ok, r0, r1, counts):
 
 
 @_kernel()
-def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, cursor, out):
+def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cursor, out):
     """Each nonzero value of a usable column in rows ``r0:r1``, scaled to ``target_sum`` per
-    cell (float64 totals over all columns), written at its column's ``cursor``."""
+    cell, written at its column's ``cursor``. ``totals[i]`` is row ``i``'s denominator; where
+    it is NaN the float64 sum of the row's stored values is used."""
     for i in range(r0, r1):
-        t = 0.0
-        for j in range(indptr[i], indptr[i + 1]):
-            t += np.float64(data[j])
+        t = totals[i]
+        if t != t:
+            t = 0.0
+            for j in range(indptr[i], indptr[i + 1]):
+                t += np.float64(data[j])
         for j in range(indptr[i], indptr[i + 1]):
             c = indices[j]
             if data[j] > 0 and col_ok[c]:
@@ -419,55 +422,294 @@ def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, cursor, o
                 cursor[c] += 1
 
 
+_RADIX_BUCKETS = 2048
+
+
 @_kernel()
-def _select(a, lo, hi, k):
-    """Reorder ``a[lo:hi]`` in place so ``a[k]`` holds the value a full sort would put there,
-    with nothing larger before it (quickselect, median-of-three pivots)."""
-    hi -= 1
-    while hi > lo:
-        mid = (lo + hi) // 2
-        if a[mid] < a[lo]:
-            a[mid], a[lo] = a[lo], a[mid]
-        if a[hi] < a[lo]:
-            a[hi], a[lo] = a[lo], a[hi]
-        if a[hi] < a[mid]:
-            a[hi], a[mid] = a[mid], a[hi]
-        pivot = a[mid]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
+def _kth_positive(values, lo, hi, k, hist, buf):
+    """The ``k``-th smallest (0-based) of ``values[lo:hi]``, all positive and finite, by a radix
+    select on their IEEE-754 bits (monotone for positive doubles); ``values`` is not changed.
+    ``hist`` holds ``_RADIX_BUCKETS`` counters, ``buf`` at least ``hi - lo`` words."""
+    bits = values.view(np.uint64)
+    n = hi - lo
+    kmin = bits[lo]
+    kmax = bits[lo]
+    for e in range(lo + 1, hi):
+        b = bits[e]
+        if b < kmin:
+            kmin = b
+        elif b > kmax:
+            kmax = b
+    src_is_values = True
+    while kmin != kmax:
+        span = kmax - kmin
+        shift = np.uint64(0)
+        while (span >> shift) >= np.uint64(_RADIX_BUCKETS):
+            shift += np.uint64(1)
+        width = np.int64(span >> shift) + 1
+        hist[:width] = 0
+        if src_is_values:
+            for e in range(lo, hi):
+                hist[np.int64((bits[e] - kmin) >> shift)] += 1
         else:
-            return
+            for e in range(n):
+                hist[np.int64((buf[e] - kmin) >> shift)] += 1
+        bucket = 0
+        while k >= hist[bucket]:
+            k -= hist[bucket]
+            bucket += 1
+        # keep the bucket's elements (in buf), with their range
+        m = 0
+        new_min = kmax
+        new_max = kmin
+        if src_is_values:
+            for e in range(lo, hi):
+                b = bits[e]
+                if np.int64((b - kmin) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        else:
+            for e in range(n):
+                b = buf[e]
+                if np.int64((b - kmin) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        src_is_values = False
+        n = m
+        kmin = new_min
+        kmax = new_max
+    out = np.empty(1, np.uint64)
+    out[0] = kmin
+    return out.view(np.float64)[0]
 
 
 @_kernel()
 def segment_medians(starts, values, c0, c1, out):
     """``np.median`` of ``values[starts[c]:starts[c + 1]]`` for columns ``c0:c1`` (NaN where
-    empty); reorders ``values`` within each segment."""
+    empty); the values must be positive and finite (normalised nonzero counts) and are left
+    as they are."""
+    cap = 1
+    for c in range(c0, c1):
+        cap = max(cap, starts[c + 1] - starts[c])
+    hist = np.empty(_RADIX_BUCKETS, np.int64)
+    buf = np.empty(cap, np.uint64)
     for c in range(c0, c1):
         lo, hi = starts[c], starts[c + 1]
         n = hi - lo
         if n == 0:
             out[c] = np.nan
             continue
-        k = lo + n // 2
-        _select(values, lo, hi, k)
-        upper = values[k]
+        k = n // 2
+        upper = _kth_positive(values, lo, hi, k, hist, buf)
         if n % 2:
             out[c] = upper
+            continue
+        # the (k-1)-th smallest: the largest value below ``upper`` when exactly k lie below it,
+        # else ``upper`` itself (ties straddle the middle)
+        below = 0
+        lower = 0.0
+        for j in range(lo, hi):
+            v = values[j]
+            if v < upper:
+                below += 1
+                if v > lower:
+                    lower = v
+        if below < k:
+            lower = upper
+        out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values
+
+
+# --- exact medians from float32 images --------------------------------------------------------
+# The k-th smallest float64 value has, as float32 image, the k-th smallest image (rounding is
+# monotone), so selection runs on 4-byte images; a last pass collects the float64 values whose
+# image is the selected one and picks the exact one among them.
+
+
+@_kernel()
+def count_rows(indptr, indices, data, col_ok, r0, r1, counts, totals):
+    """Rows ``r0:r1``: add each usable column's nonzero values to ``counts``, and write each
+    row's float64 sum over all stored values into ``totals`` where it is NaN. Returns (all
+    finite, all non-negative)."""
+    finite = True
+    non_negative = True
+    for i in range(r0, r1):
+        t = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            d = data[j]
+            t += np.float64(d)
+            if not math.isfinite(d):
+                finite = False
+            elif d < 0:
+                non_negative = False
+            elif d > 0 and col_ok[indices[j]]:
+                counts[indices[j]] += 1
+        if totals[i] != totals[i]:
+            totals[i] = t
+    return finite, non_negative
+
+
+@_kernel()
+def scatter_images(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cursor, out):
+    """The float32 image of each usable nonzero value of rows ``r0:r1`` scaled to
+    ``target_sum / totals[i]``, written at its column's ``cursor``."""
+    for i in range(r0, r1):
+        t = totals[i]
+        for j in range(indptr[i], indptr[i + 1]):
+            c = indices[j]
+            if data[j] > 0 and col_ok[c]:
+                out[cursor[c]] = np.float32(np.float64(data[j]) / t * target_sum)
+                cursor[c] += 1
+
+
+@_kernel()
+def _kth_bits(bits, lo, hi, k, hist, buf):
+    """The ``k``-th smallest (0-based) of the uint32 words ``bits[lo:hi]`` (radix select)."""
+    n = hi - lo
+    kmin = bits[lo]
+    kmax = bits[lo]
+    for e in range(lo + 1, hi):
+        b = bits[e]
+        if b < kmin:
+            kmin = b
+        elif b > kmax:
+            kmax = b
+    src_is_bits = True
+    while kmin != kmax:
+        span = np.int64(kmax) - np.int64(kmin)
+        shift = 0
+        while (span >> shift) >= _RADIX_BUCKETS:
+            shift += 1
+        width = (span >> shift) + 1
+        hist[:width] = 0
+        base = np.int64(kmin)
+        if src_is_bits:
+            for e in range(lo, hi):
+                hist[(np.int64(bits[e]) - base) >> shift] += 1
         else:
-            lower = values[lo]
-            for j in range(lo + 1, k):
-                lower = max(lower, values[j])
-            out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values
+            for e in range(n):
+                hist[(np.int64(buf[e]) - base) >> shift] += 1
+        bucket = 0
+        while k >= hist[bucket]:
+            k -= hist[bucket]
+            bucket += 1
+        m = 0
+        new_min = kmax
+        new_max = kmin
+        if src_is_bits:
+            for e in range(lo, hi):
+                b = bits[e]
+                if ((np.int64(b) - base) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        else:
+            for e in range(n):
+                b = buf[e]
+                if ((np.int64(b) - base) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        src_is_bits = False
+        n = m
+        kmin = new_min
+        kmax = new_max
+    return kmin
+
+
+@_kernel()
+def select_images(starts, images, c0, c1, target, rank, size):
+    """For columns ``c0:c1``: the images of the two middle elements (``target[c, 0]`` lower,
+    ``[c, 1]`` upper; equal for odd counts), each one's rank among the values sharing its
+    image (``rank``) and how many share it (``size``)."""
+    bits = images.view(np.uint32)
+    cap = 1
+    for c in range(c0, c1):
+        cap = max(cap, starts[c + 1] - starts[c])
+    hist = np.empty(_RADIX_BUCKETS, np.int64)
+    buf = np.empty(cap, np.uint32)
+    for c in range(c0, c1):
+        lo, hi = starts[c], starts[c + 1]
+        n = hi - lo
+        if n == 0:
+            size[c, 0] = 0
+            size[c, 1] = 0
+            continue
+        k = n // 2
+        up = _kth_bits(bits, lo, hi, k, hist, buf)
+        below = 0
+        equal = 0
+        under = np.uint32(0)
+        for e in range(lo, hi):
+            b = bits[e]
+            if b < up:
+                below += 1
+                if b > under:
+                    under = b
+            elif b == up:
+                equal += 1
+        target[c, 1] = up
+        rank[c, 1] = k - below
+        size[c, 1] = equal
+        kl = k if n % 2 else k - 1
+        if kl >= below:  # the lower middle shares the upper's image
+            target[c, 0] = up
+            rank[c, 0] = kl - below
+            size[c, 0] = equal
+        else:  # it is the largest image below: rank counted from the top of its group
+            eq_under = 0
+            for e in range(lo, hi):
+                if bits[e] == under:
+                    eq_under += 1
+            target[c, 0] = under
+            rank[c, 0] = eq_under - 1
+            size[c, 0] = eq_under
+
+
+@_kernel()
+def collect_exact(indptr, indices, data, col_ok, r0, r1, target_sum, totals, target, gstart,
+                  gpos, out):  # fmt: skip
+    """The float64 values whose float32 image is a column's target image (``target[c, 0]``
+    lower, ``[c, 1]`` upper middle, as float32), written from ``gstart[c, s]`` on (``gpos``
+    counts them). A lower target equal to the upper one shares its group."""
+    for i in range(r0, r1):
+        t = totals[i]
+        for j in range(indptr[i], indptr[i + 1]):
+            c = indices[j]
+            if data[j] > 0 and col_ok[c]:
+                v = np.float64(data[j]) / t * target_sum
+                img = np.float32(v)
+                if img == target[c, 1]:
+                    out[gstart[c, 1] + gpos[c, 1]] = v
+                    gpos[c, 1] += 1
+                elif img == target[c, 0]:
+                    out[gstart[c, 0] + gpos[c, 0]] = v
+                    gpos[c, 0] += 1
+
+
+@_kernel()
+def exact_medians(counts, gstart, rank, size, target, groups, out):
+    """``np.median`` of each column (NaN where empty) from the float64 values collected
+    around its middle (``groups``)."""
+    for c in range(counts.shape[0]):
+        n = counts[c]
+        if n == 0:
+            out[c] = np.nan
+            continue
+        a = gstart[c, 1]
+        upper_group = np.sort(groups[a : a + size[c, 1]])
+        upper = upper_group[rank[c, 1]]
+        if n % 2:
+            out[c] = upper
+            continue
+        if target[c, 0] == target[c, 1]:
+            lower = upper_group[rank[c, 0]]
+        else:
+            a = gstart[c, 0]
+            lower = np.sort(groups[a : a + size[c, 0]])[rank[c, 0]]
+        out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values

@@ -20,50 +20,100 @@ def gene_medians(
     *,
     target_sum: float,
     n_jobs: int = 1,
+    totals: np.ndarray | None = None,
 ) -> np.ndarray:
     """Median of each usable gene's nonzero values after scaling every cell to ``target_sum``
-    (NaN for genes never expressed or not usable); exact, in float64.
+    (NaN for genes never expressed or not usable); exactly ``np.median`` of the float64
+    values, computed without sorting them.
 
-    ``chunks`` yields the matrix as CSR row chunks and is called twice (count, then fill), so
-    memory is the nonzero values of usable genes, once, in float64.
+    ``totals`` are the cells' denominators in the order ``chunks`` yields them (default: each
+    cell's float64 sum over all stored values). ``chunks`` yields the matrix as CSR row chunks;
+    a single chunk is read three times (count, scatter, collect), several chunks four. The
+    selection runs on the values' float32 images (4 bytes each, the only copy of the data);
+    the float64 values around each middle are collected afterwards and decide exactly.
     """
     from .._validate import raise_bad_values
     from . import _kernels
 
     col_ok = np.asarray(usable, dtype=bool)
     n_vars = len(col_ok)
+    row_totals: list[np.ndarray] = []
+
+    def count(csr, tot):
+        """Per-thread column counts over row blocks, the rows' totals, the value checks."""
+        blocks = _row_blocks(csr.shape[0], n_jobs)
+        per_block = np.zeros((len(blocks), n_vars), dtype=np.int64)
+
+        def one(b):
+            r0, r1 = blocks[b]
+            return _kernels.count_rows(
+                csr.indptr, csr.indices, csr.data, col_ok, r0, r1, per_block[b], tot
+            )
+
+        flags = _map(one, range(len(blocks)), n_jobs)
+        finite = all(f[0] for f in flags)
+        raise_bad_values(finite=finite, non_negative=finite and all(f[1] for f in flags))
+        return blocks, per_block
+
+    first = None
     counts = np.zeros(n_vars, dtype=np.int64)
+    row = 0
     for csr in chunks():
-        flags = _kernels.count_columns(
-            csr.indptr, csr.indices, csr.data, col_ok, 0, csr.shape[0], counts
-        )
-        raise_bad_values(finite=flags[0], non_negative=flags[0] and flags[1])
+        tot = np.full(csr.shape[0], np.nan)
+        if totals is not None:
+            tot[:] = totals[row : row + csr.shape[0]]
+        blocks, per_block = count(csr, tot)
+        row_totals.append(tot)
+        counts += per_block.sum(axis=0)
+        first = (blocks, per_block) if row == 0 else None
+        row += csr.shape[0]
+    several = len(row_totals) > 1
     starts = np.zeros(n_vars + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
-    values = np.empty(int(starts[-1]), dtype=np.float64)
+    images = np.empty(int(starts[-1]), dtype=np.float32)
     cursor = starts[:-1].copy()
-    for csr in chunks():
-        blocks = _row_blocks(csr.shape[0], n_jobs)
-        # each thread fills its own slice of every column's segment
-        per_block = np.zeros((len(blocks), n_vars), dtype=np.int64)
-        for b, (r0, r1) in enumerate(blocks):
-            _kernels.count_columns(csr.indptr, csr.indices, csr.data, col_ok, r0, r1, per_block[b])
+    for csr, tot in zip(chunks(), row_totals, strict=True):
+        # one chunk: its counts are known; several: counted again (not kept per chunk)
+        blocks, per_block = count(csr, tot.copy()) if several else first
         offsets = cursor + np.cumsum(per_block, axis=0) - per_block
 
-        def fill(b, csr=csr, offsets=offsets, blocks=blocks):
+        def fill(b, csr=csr, offsets=offsets, blocks=blocks, tot=tot):
             r0, r1 = blocks[b]
-            _kernels.scatter_columns(
-                csr.indptr, csr.indices, csr.data, col_ok, r0, r1, float(target_sum),
-                offsets[b], values,
+            _kernels.scatter_images(
+                csr.indptr, csr.indices, csr.data, col_ok, r0, r1, float(target_sum), tot,
+                offsets[b], images,
             )  # fmt: skip
 
         _map(fill, range(len(blocks)), n_jobs)
         cursor += per_block.sum(axis=0)
-    out = np.empty(n_vars, dtype=np.float64)
+
+    target = np.zeros((n_vars, 2), dtype=np.uint32)
+    rank = np.zeros((n_vars, 2), dtype=np.int64)
+    size = np.zeros((n_vars, 2), dtype=np.int64)
     # columns split into parts of about equal numbers of values
     cuts = np.searchsorted(starts, np.linspace(0, starts[-1], max(1, n_jobs) + 1)[1:-1])
     parts = ranges([0, *sorted(set(cuts.tolist())), n_vars])
-    _map(lambda p: _kernels.segment_medians(starts, values, p[0], p[1], out), parts, n_jobs)
+    _map(
+        lambda p: _kernels.select_images(starts, images, p[0], p[1], target, rank, size),
+        parts,
+        n_jobs,
+    )
+    images = np.empty(0, dtype=np.float32)  # freed before the float64 groups
+    target32 = target.view(np.float32)
+    own = size.copy()
+    own[:, 0] = np.where(target[:, 0] == target[:, 1], 0, size[:, 0])  # shared group: no slots
+    gstart = np.zeros(2 * n_vars + 1, dtype=np.int64)
+    np.cumsum(own.ravel(), out=gstart[1:])
+    groups = np.empty(int(gstart[-1]), dtype=np.float64)
+    gstart = np.ascontiguousarray(gstart[:-1].reshape(n_vars, 2))
+    gpos = np.zeros((n_vars, 2), dtype=np.int64)
+    for csr, tot in zip(chunks(), row_totals, strict=True):
+        _kernels.collect_exact(
+            csr.indptr, csr.indices, csr.data, col_ok, 0, csr.shape[0], float(target_sum), tot,
+            target32, gstart, gpos, groups,
+        )  # fmt: skip
+    out = np.empty(n_vars, dtype=np.float64)
+    _kernels.exact_medians(counts, gstart, rank, size, target32, groups, out)
     return out
 
 
@@ -71,7 +121,9 @@ def gene_medians(
 gene_medians_of = gene_medians
 
 
-def rank_medians(gene_medians, vocab, names, gene_ids, chunks, *, target_sum: float, n_jobs: int):
+def rank_medians(
+    gene_medians, vocab, names, gene_ids, chunks, *, target_sum: float, n_jobs: int, totals=None
+):
     """Per var column median for ``rank`` (NaN = unusable gene) and where it came from.
 
     ``gene_medians``: a mapping, ``"vocab"``, ``"data"``, ``"none"`` or ``None`` (the
@@ -113,7 +165,9 @@ def rank_medians(gene_medians, vocab, names, gene_ids, chunks, *, target_sum: fl
                 "gene_medians='data' to compute them from this data"
             )
         return vocab.medians_for(gene_ids), "vocab"
-    medians = gene_medians_of(chunks, gene_ids >= 0, target_sum=target_sum, n_jobs=n_jobs)
+    medians = gene_medians_of(
+        chunks, gene_ids >= 0, target_sum=target_sum, n_jobs=n_jobs, totals=totals
+    )
     return medians, "data"
 
 

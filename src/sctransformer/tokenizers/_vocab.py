@@ -116,6 +116,32 @@ class GeneVocab:
             aliases=self.aliases,
         )
 
+    def with_aliases(self, table: Mapping[str, str] | Iterable[tuple[str, str]]) -> GeneVocab:
+        """A new vocabulary that also matches the other name of each ``(name, name)`` pair.
+
+        ``table`` pairs two names of one gene, e.g. symbol → Ensembl ID (a mapping or pairs;
+        :func:`human_gene_table` reads an offline one). Where one side is a gene token the
+        other becomes its alias, in both directions; existing aliases and tokens win, and a
+        name paired with two different tokens is left out (it would be ambiguous).
+        """
+        pairs = table.items() if isinstance(table, Mapping) else table
+        found: dict[str, set[str]] = {}
+        genes = set(self.genes)
+        for a, b in pairs:
+            a, b = str(a), str(b)
+            for name, tok in ((a, b), (b, a)):
+                if tok in genes and name not in self._index:
+                    found.setdefault(name, set()).add(tok)
+        aliases = {k: next(iter(v)) for k, v in found.items() if len(v) == 1}
+        aliases.update(self.aliases)
+        return GeneVocab(
+            self._tokens,
+            specials=self.specials,
+            conditions=self.conditions,
+            gene_medians=self.gene_medians,
+            aliases=aliases,
+        )
+
     # lookup -------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._tokens)
@@ -275,3 +301,32 @@ def _duplicates(names: Sequence[str]) -> list[str]:
 
 def _unique_str(values: Iterable[object]) -> list[str]:
     return list(dict.fromkeys(str(v) for v in values))
+
+
+def human_gene_table() -> list[tuple[str, str]]:
+    """Human ``(Ensembl gene ID, gene symbol)`` pairs from an offline table, for
+    :meth:`GeneVocab.with_aliases`.
+
+    Read from the table the ``pygeneconverter`` package ships (``pygeneconverter/data.csv``,
+    about 63,000 genes; ``pip install pygeneconverter``; it states no Ensembl release and no
+    formal licence, so it is not a dependency of this package). No network is used.
+    """
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("pygeneconverter")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "human_gene_table() reads the table shipped with pygeneconverter; "
+            "pip install pygeneconverter (or pass your own symbol → Ensembl mapping to "
+            "GeneVocab.with_aliases)"
+        )
+    path = Path(spec.origin).parent / "data.csv"
+    with path.open(newline="") as fh:
+        rows = csv.DictReader(fh)
+        return [
+            (r["ENSEMBL_ID"], r["HGNC_ID"])
+            for r in rows
+            if r.get("ENSEMBL_ID") and r.get("HGNC_ID")
+        ]

@@ -132,6 +132,8 @@ def tokenize_params_for(vocab: GeneVocab, max_positions: int) -> dict:
         "max_length": int(max_positions),
         "add_cls": v2,
         "add_eos": v2,
+        # Geneformer's tokenizer divides each cell's counts by obs["n_counts"]
+        "total_key": "n_counts",
     }
 
 
