@@ -99,15 +99,28 @@ def attention_grn(
     key_added: str = "sct_grn",
     copy: bool = False,
 ) -> AnnData | None:
-    """Gene–gene networks from a transformer's attention, per group of cells.
+    """Gene–gene networks from a transformer, per group of cells, with one of four estimators.
 
-    Each cell runs through the model's ``"math"`` attention path, the one that returns the
-    attention probabilities. In every cell, the attention from gene *i*'s token (query) to gene
-    *j*'s token (key) is mapped from token positions to genes and added to a gene × gene sum of
-    the cell's group; the edge weight is that sum divided by the number of cells in which both
-    genes are present (the co-occurrence count, which is kept). Cells stream through in batches
-    and no per-cell map is stored, so memory is bounded by ``groups × genes²`` (times the number
-    of heads kept apart) plus one batch of attention, never by the number of cells.
+    ``method="attention"`` (default): each cell runs through the model's ``"math"`` attention
+    path, the one that returns the attention probabilities. In every cell, the attention from
+    gene *i*'s token (query) to gene *j*'s token (key) is mapped from token positions to genes
+    and added to a gene × gene sum of the cell's group; the edge weight is that sum divided by
+    the number of cells in which both genes are present (the co-occurrence count, which is
+    kept). ``"embedding"``: cosine similarity of the genes' mean contextual embeddings (the
+    states of layer ``layers`` at each gene's token, averaged over the cells expressing it;
+    scGPT's gene-embedding network, from contextual states). ``"deletion"`` (Geneformer's in
+    silico deletion, per pair): the weight of *i* → *j* is the mean cosine distance between
+    gene *j*'s contextual embedding before and after deleting gene *i*'s token, over the cells
+    expressing both (row = deleted gene). ``"attention_grad"``: attention × gradient, per head
+    ``max(A ⊙ ∂ℓ/∂A, 0)`` with ``ℓ`` the model's log-likelihood of the cell's own tokens under
+    its pretraining head (``mlm``, ``bins``, ``value`` or ``ntp``), averaged over heads and
+    ``layers``, then over cells like attention.
+
+    Cells stream through in batches and no per-cell map is stored, so memory is bounded by
+    ``groups × genes²`` (times the number of heads kept apart) plus one batch of model states,
+    never by the number of cells. With ``compare``, each of ``n_permutations`` random
+    reassignments of the two groups' cells is two more groups filled in the same pass
+    (``2 × n_permutations × genes²`` sums and counts, and one byte per cell and permutation).
 
     Parameters
     ----------
@@ -141,7 +154,27 @@ def attention_grn(
     threshold
         Drop edges whose weight is below this value.
     min_cells
-        Drop edges between genes that met in fewer cells.
+        Drop edges between genes that met in fewer cells. ``None`` (default): 5% of the cells
+        analysed, rounded up, at most 10 (so pairs seen together in one or two cells never
+        top a network). The count of every kept edge is in ``varp["…_n_cells"]``.
+    method
+        ``"attention"``, ``"embedding"``, ``"deletion"`` or ``"attention_grad"`` (see above).
+        ``heads`` and ``normalize`` apply to ``"attention"`` only; ``"embedding"`` and
+        ``"deletion"`` read one layer (``layers=-1``, the last, by default).
+    compare
+        Two groups of ``groupby``, ``(a, b)``: also test which edges differ between them.
+        The edges kept in either group's network (``top_k``, ``threshold``, ``min_cells`` in
+        both groups) get ``difference = weight_a - weight_b`` and a two-sided permutation
+        p-value: the share of ``n_permutations`` random relabellings of the two groups' cells
+        (sizes kept) whose difference is at least as large in absolute value, ``(1 + k) /
+        (1 + n)``, with Benjamini–Hochberg ``fdr`` over the tested edges. A permutation in
+        which a permuted group lacks the pair counts as exceeding (conservative).
+    n_permutations
+        Permutations for ``compare``; the smallest possible p-value is ``1 / (1 + n)``.
+    deletion_cells
+        ``method="deletion"`` runs every tracked gene's deletion in each cell (one forward pass
+        per gene and cell); this many cells, drawn at random with ``seed``, are used
+        (``None``: all cells).
     n_top_genes
         Genes listed per layer and head in ``uns[key]["head_scores"]``.
     batch_size
@@ -166,8 +199,9 @@ def attention_grn(
     ``None`` or the copy. Writes (``sct_grn`` stands for ``key_added``):
 
     ``varp["sct_grn"]``
-        CSR genes × genes over all cells: row = source (query) gene, column = target (key)
-        gene, value = mean normalised attention; top ``top_k`` per row.
+        CSR genes × genes over all cells: row = source gene (the query for attention, the
+        deleted gene for deletion), column = target gene, value = the estimator's mean
+        weight; top ``top_k`` per row.
     ``varp["sct_grn_n_cells"]``
         CSR with the same pattern: cells in which both genes were present.
     ``uns["sct_grn"]["groups"][g]``
@@ -177,13 +211,16 @@ def attention_grn(
     ``uns["sct_grn"]["edges"]``
         Tidy DataFrame of every kept edge: ``source``, ``target``, ``weight``, ``group``
         (``"all"`` for the network over all cells), ``n_cells``.
-    ``uns["sct_grn"]["head_scores"]``
+    ``uns["sct_grn"]["compare"]``
+        With ``compare``: DataFrame ``source``, ``target``, ``weight_a``, ``weight_b``,
+        ``difference``, ``n_cells_a``, ``n_cells_b``, ``pvalue``, ``fdr``, smallest p first.
+    ``uns["sct_grn"]["head_scores"]`` (``method="attention"``)
         ``{"genes", "scores"}`` arrays of shape layers × heads × ``n_top_genes`` (every layer
         and head of the model): the genes that receive the most attention in each head, scored
         by their mean column sum of attention probabilities (1 = the share under uniform
         attention), plus ``"layers"`` (1-based) and ``"heads"`` (0-based).
     ``uns["sct_grn"]["params"]``
-        Every parameter, with the model name, weights sha256, version, device and seed.
+        Every parameter (``method`` names the estimator), with the model name, weights sha256, version, device and seed.
     """
     model = resolve(model)
     model.check()
