@@ -289,6 +289,10 @@ def attention_grn(
                 adata, model, perms=perms, layer=layer_arg, **common
             )
         elif method == "deletion":
+            # the unperturbed states of a chunk are kept while its deletions run: ≤ 256 MiB
+            width = model.max_length or adata.n_vars + 8
+            cap = max(batch_size, 2**26 // (width * cfg.hidden_size))
+            common["chunk_size"] = min(chunk_size, cap)
             stats, perm_stats, n_cells = stream_deletion(
                 adata, model, perms=perms, layer=layer_arg, cells=cells, **common
             )
