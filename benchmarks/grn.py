@@ -22,6 +22,13 @@ Edges are scored undirected (11 genes: 55 pairs, self-loops excluded; a pair is 
 either gene appears in the other's update rule) from ``W + Wᵀ``. Directed scores read ``W``
 with the regulated gene as query and the regulator as key (110 ordered pairs).
 
+Every estimator of ``attention_grn`` (``method=`` attention, embedding, deletion,
+attention_grad) is scored beside |Pearson r|, a GENIE3-style extra-trees baseline and random, on
+krumsiek11 and on SERGIO simulations (``sergio-scsim``; a random 100-gene network, 9 cell types ×
+250 cells, Poisson counts), one pretrained model per seed, mean ± sd over ``--seeds`` /
+``--sergio-seeds``. ``--rows-out FILE`` appends the per-seed rows; ``--summarise FILE...``
+prints the table of several runs together.
+
 Part 2 (memory): 20,000 generated cells (negative-binomial counts, 4 cell types, 500 genes,
 ``--tokens`` per cell (default 64), tokenized on the fly chunk by chunk) through ``attention_grn`` with
 ``groupby``; resident memory is sampled every 5 ms and the peak above the level before the
@@ -323,7 +330,7 @@ def summarise(name: str, rows: list[dict]) -> pd.DataFrame:
         ]
     out["seeds"] = df.groupby("ranking", sort=False)["seed"].nunique()
     out = out.iloc[np.argsort(-agg[("AUROC", "mean")].to_numpy(), kind="stable")]
-    print(f"{name}: mean ± sd over seeds {sorted(df['seed'].unique())}")
+    print(f"{name}: mean ± sd over seeds {sorted(int(x) for x in df['seed'].unique())}")
     with pd.option_context("display.width", 200, "display.max_colwidth", 40):
         print(out.to_string())
     print("  per seed:")
