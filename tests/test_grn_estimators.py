@@ -7,6 +7,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 import sctransformer as sct
@@ -318,3 +319,36 @@ def test_default_min_cells_is_five_percent_of_cells_and_drops_rare_pairs(make_co
     keep = n_all >= 3
     np.testing.assert_allclose(w[keep], w_all[keep], atol=1e-7)
     assert (w[~keep] == 0).all()
+
+
+@pytest.fixture
+def twins(make_counts):
+    """GENE1 and GENE2 in every cell, and a model without positions that cannot tell them
+    apart (same token embedding): a planted pair whose effects are known without a model run."""
+    adata = make_counts(16, 10, n_types=2, seed=8)
+    x = adata.X.toarray()
+    x[:, 1], x[:, 2] = 1000, 900  # always the top two genes
+    adata.X = sp.csr_matrix(x)
+    sct.pp.tokenize(adata, method="rank", max_length=8, gene_medians="none")
+    model = untrained_model(adata, seed=3, max_positions=0)
+    ids = model.vocab.encode_genes(["GENE1", "GENE2"])
+    with torch.no_grad():
+        model.embeddings.token.weight[ids[1]] = model.embeddings.token.weight[ids[0]]
+    return adata, model
+
+
+@pytest.mark.parametrize("method", ["attention", "embedding", "deletion", "attention_grad"])
+def test_twin_genes_get_the_same_edges(twins, method):
+    adata, model = twins
+    kw = {"normalize": "softmax"} if method == "attention" else {}
+    sct.tl.attention_grn(adata, model, method=method, top_k=None, min_cells=1, **kw)
+    w, n = _dense(adata)
+    others = [j for j in range(adata.n_vars) if j not in (1, 2) and n[1, j] > 0]
+    assert others and n[1, 2] == adata.n_obs
+    # the twins are exchangeable: same row and same column against every other gene
+    np.testing.assert_allclose(w[1, others], w[2, others], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(w[others, 1], w[others, 2], rtol=1e-4, atol=1e-6)
+    if method == "embedding":
+        # identical contextual states in every cell: cosine similarity exactly 1, the top edge
+        assert w[1, 2] == pytest.approx(1.0, abs=1e-5)
+        assert w[1, 2] >= w[1, others].max()
