@@ -346,7 +346,8 @@ def sergio_data(n_genes: int, n_types: int, n_per_type: int, seed: int):
     10 master regulators; each other gene gets 1–3 regulators among the genes before it
     (70% activating, Hill coefficient 2, strengths uniform in [1, 5]); the master regulators'
     production rates differ between the ``n_types`` cell types (SERGIO's random profile), as
-    in the SERGIO paper's DS1–DS3 (100 genes, 9 cell types).
+    in the SERGIO paper's DS1–DS3 (100 genes, 9 cell types). SERGIO orders genes by walking a
+    ``set`` of names, so the cells (not the network) also depend on ``PYTHONHASHSEED``.
     """
     from SERGIO import sergio
     from SERGIO.GRN._components import Gene, SingleInteraction
