@@ -127,7 +127,14 @@ def _per_cell_reference(adata, model, *, normalize, layers, genes=None):
 @pytest.mark.parametrize("normalize", ["softmax", "rank"])
 def test_network_equals_per_cell_reference(small, model, normalize):
     sct.tl.attention_grn(
-        small, model, normalize=normalize, layers="all", top_k=None, batch_size=7, device="cpu"
+        small,
+        model,
+        normalize=normalize,
+        layers="all",
+        top_k=None,
+        batch_size=7,
+        device="cpu",
+        min_cells=1,
     )
     ref, counts = _per_cell_reference(small, model, normalize=normalize, layers=[0, 1])
     np.fill_diagonal(ref, 0)
@@ -223,7 +230,7 @@ def test_cells_without_a_gene_leave_its_edges_unchanged(small, model):
     """Adding cells in which gene g is absent changes no weight or count involving g."""
     gene = str(small.var_names[int(np.argmax(np.asarray((small.X > 0).sum(0)).ravel()))])
     base = small.copy()
-    sct.tl.attention_grn(base, model, normalize="softmax", top_k=None)
+    sct.tl.attention_grn(base, model, normalize="softmax", top_k=None, min_cells=1)
     extra = small.copy()
     x = extra.X.toarray()
     x[:, small.var_names.get_loc(gene)] = 0
@@ -232,7 +239,7 @@ def test_cells_without_a_gene_leave_its_edges_unchanged(small, model):
         del extra.obsm[k]
     extra.obs_names = [f"{n}-b" for n in extra.obs_names]
     both = ad.concat([small, extra])
-    sct.tl.attention_grn(both, model, normalize="softmax", top_k=None)
+    sct.tl.attention_grn(both, model, normalize="softmax", top_k=None, min_cells=1)
     j = small.var_names.get_loc(gene)
     for key in ("sct_grn", "sct_grn_n_cells"):
         a, b = base.varp[key].toarray(), both.varp[key].toarray()
@@ -299,10 +306,12 @@ def test_symmetrize_heads_and_gene_restriction(small, model):
 
 
 def test_group_networks_equal_networks_of_the_subsets(small, model):
-    sct.tl.attention_grn(small, model, groupby="cell_type", top_k=None, normalize="softmax")
+    sct.tl.attention_grn(
+        small, model, groupby="cell_type", top_k=None, normalize="softmax", min_cells=1
+    )
     for g in ("type0", "type1"):
         part = small[small.obs["cell_type"] == g].copy()
-        sct.tl.attention_grn(part, model, top_k=None, normalize="softmax")
+        sct.tl.attention_grn(part, model, top_k=None, normalize="softmax", min_cells=1)
         np.testing.assert_allclose(
             small.uns["sct_grn"]["groups"][g].toarray(), part.varp["sct_grn"].toarray(), atol=1e-6
         )

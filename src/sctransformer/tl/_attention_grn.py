@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -24,6 +25,15 @@ from ._attention_stream import (
     stream_attention,
 )
 from ._common import check_positive, copy_of, resolve_device
+from ._grn_estimators import (
+    METHODS,
+    Permutations,
+    bh_fdr,
+    permutation_test,
+    stream_attention_grad,
+    stream_deletion,
+    stream_embedding,
+)
 
 __all__ = ["attention_grn", "attention_maps", "resolve_heads", "resolve_layers"]
 
@@ -72,7 +82,11 @@ def attention_grn(
     symmetrize: bool = False,
     top_k: int | None = 20,
     threshold: float | None = None,
-    min_cells: int = 1,
+    min_cells: int | None = None,
+    method: Literal["attention", "embedding", "deletion", "attention_grad"] = "attention",
+    compare: tuple[str, str] | None = None,
+    n_permutations: int = 200,
+    deletion_cells: int | None = 1000,
     n_top_genes: int = 10,
     batch_size: int = 16,
     chunk_size: int = 2048,
@@ -85,15 +99,28 @@ def attention_grn(
     key_added: str = "sct_grn",
     copy: bool = False,
 ) -> AnnData | None:
-    """Gene–gene networks from a transformer's attention, per group of cells.
+    """Gene–gene networks from a transformer, per group of cells, with one of four estimators.
 
-    Each cell runs through the model's ``"math"`` attention path, the one that returns the
-    attention probabilities. In every cell, the attention from gene *i*'s token (query) to gene
-    *j*'s token (key) is mapped from token positions to genes and added to a gene × gene sum of
-    the cell's group; the edge weight is that sum divided by the number of cells in which both
-    genes are present (the co-occurrence count, which is kept). Cells stream through in batches
-    and no per-cell map is stored, so memory is bounded by ``groups × genes²`` (times the number
-    of heads kept apart) plus one batch of attention, never by the number of cells.
+    ``method="attention"`` (default): each cell runs through the model's ``"math"`` attention
+    path, the one that returns the attention probabilities. In every cell, the attention from
+    gene *i*'s token (query) to gene *j*'s token (key) is mapped from token positions to genes
+    and added to a gene × gene sum of the cell's group; the edge weight is that sum divided by
+    the number of cells in which both genes are present (the co-occurrence count, which is
+    kept). ``"embedding"``: cosine similarity of the genes' mean contextual embeddings (the
+    states of layer ``layers`` at each gene's token, averaged over the cells expressing it;
+    scGPT's gene-embedding network, from contextual states). ``"deletion"`` (Geneformer's in
+    silico deletion, per pair): the weight of *i* → *j* is the mean cosine distance between
+    gene *j*'s contextual embedding before and after deleting gene *i*'s token, over the cells
+    expressing both (row = deleted gene). ``"attention_grad"``: attention × gradient, per head
+    ``max(A ⊙ ∂ℓ/∂A, 0)`` with ``ℓ`` the model's log-likelihood of the cell's own tokens under
+    its pretraining head (``mlm``, ``bins``, ``value`` or ``ntp``), averaged over heads and
+    ``layers``, then over cells like attention.
+
+    Cells stream through in batches and no per-cell map is stored, so memory is bounded by
+    ``groups × genes²`` (times the number of heads kept apart) plus one batch of model states,
+    never by the number of cells. With ``compare``, each of ``n_permutations`` random
+    reassignments of the two groups' cells is two more groups filled in the same pass
+    (``2 × n_permutations × genes²`` sums and counts, and one byte per cell and permutation).
 
     Parameters
     ----------
@@ -127,7 +154,27 @@ def attention_grn(
     threshold
         Drop edges whose weight is below this value.
     min_cells
-        Drop edges between genes that met in fewer cells.
+        Drop edges between genes that met in fewer cells. ``None`` (default): 5% of the cells
+        analysed, rounded up, at most 10 (so pairs seen together in one or two cells never
+        top a network). The count of every kept edge is in ``varp["…_n_cells"]``.
+    method
+        ``"attention"``, ``"embedding"``, ``"deletion"`` or ``"attention_grad"`` (see above).
+        ``heads`` and ``normalize`` apply to ``"attention"`` only; ``"embedding"`` and
+        ``"deletion"`` read one layer (``layers=-1``, the last, by default).
+    compare
+        Two groups of ``groupby``, ``(a, b)``: also test which edges differ between them.
+        The edges kept in either group's network (``top_k``, ``threshold``, ``min_cells`` in
+        both groups) get ``difference = weight_a - weight_b`` and a two-sided permutation
+        p-value: the share of ``n_permutations`` random relabellings of the two groups' cells
+        (sizes kept) whose difference is at least as large in absolute value, ``(1 + k) /
+        (1 + n)``, with Benjamini–Hochberg ``fdr`` over the tested edges. A permutation in
+        which a permuted group lacks the pair counts as exceeding (conservative).
+    n_permutations
+        Permutations for ``compare``; the smallest possible p-value is ``1 / (1 + n)``.
+    deletion_cells
+        ``method="deletion"`` runs every tracked gene's deletion in each cell (one forward pass
+        per gene and cell); this many cells, drawn at random with ``seed``, are used
+        (``None``: all cells).
     n_top_genes
         Genes listed per layer and head in ``uns[key]["head_scores"]``.
     batch_size
@@ -152,8 +199,9 @@ def attention_grn(
     ``None`` or the copy. Writes (``sct_grn`` stands for ``key_added``):
 
     ``varp["sct_grn"]``
-        CSR genes × genes over all cells: row = source (query) gene, column = target (key)
-        gene, value = mean normalised attention; top ``top_k`` per row.
+        CSR genes × genes over all cells: row = source gene (the query for attention, the
+        deleted gene for deletion), column = target gene, value = the estimator's mean
+        weight; top ``top_k`` per row.
     ``varp["sct_grn_n_cells"]``
         CSR with the same pattern: cells in which both genes were present.
     ``uns["sct_grn"]["groups"][g]``
@@ -163,114 +211,168 @@ def attention_grn(
     ``uns["sct_grn"]["edges"]``
         Tidy DataFrame of every kept edge: ``source``, ``target``, ``weight``, ``group``
         (``"all"`` for the network over all cells), ``n_cells``.
-    ``uns["sct_grn"]["head_scores"]``
+    ``uns["sct_grn"]["compare"]``
+        With ``compare``: DataFrame ``source``, ``target``, ``weight_a``, ``weight_b``,
+        ``difference``, ``n_cells_a``, ``n_cells_b``, ``pvalue``, ``fdr``, smallest p first.
+    ``uns["sct_grn"]["head_scores"]`` (``method="attention"``)
         ``{"genes", "scores"}`` arrays of shape layers × heads × ``n_top_genes`` (every layer
         and head of the model): the genes that receive the most attention in each head, scored
         by their mean column sum of attention probabilities (1 = the share under uniform
         attention), plus ``"layers"`` (1-based) and ``"heads"`` (0-based).
     ``uns["sct_grn"]["params"]``
-        Every parameter, with the model name, weights sha256, version, device and seed.
+        Every parameter (``method`` names the estimator), with the model name, weights sha256, version, device and seed.
     """
     model = resolve(model)
     model.check()
     _validate.check_nonempty(adata)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; use one of {list(METHODS)}")
     cfg = model.config
     layer_idx = resolve_layers(layers, cfg.num_layers)
     head_idx = resolve_heads(heads, cfg.num_heads)
     _check_normalize(normalize)
+    if method != "attention" and head_idx is not None:
+        raise ValueError(f"heads={heads!r} applies to method='attention' only; use heads='mean'")
+    if method in ("embedding", "deletion") and len(layer_idx) != 1:
+        raise ValueError(f"method={method!r} reads one layer's states; pass one layer in layers")
     if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
     check_positive(batch_size=batch_size, chunk_size=chunk_size, n_top_genes=n_top_genes)
     codes, group_names = _group_codes(adata, groupby)
+    _check_group_sizes(codes, group_names, groupby)
+    labels = _compare_labels(codes, group_names, groupby, compare, n_permutations)
+    if deletion_cells is not None:
+        check_positive(deletion_cells=deletion_cells)
+    cells = None
+    if method == "deletion" and deletion_cells is not None and deletion_cells < adata.n_obs:
+        rng = np.random.default_rng(seed)
+        cells = np.sort(rng.choice(adata.n_obs, deletion_cells, replace=False))
+    n_used = adata.n_obs if cells is None else len(cells)
+    min_cells = _resolve_min_cells(min_cells, n_used)
     match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction)
     model.check_genes(adata, min_genes=min_genes, **match)
     sel, lookup = select_genes(adata, model, genes, gene_key)
     dev = resolve_device(device)
     model.to(dev).eval()
     reuse = stored_for(adata, model, tokens_key)
-    start = logg.info(f"computing attention networks over {adata.n_obs} cells")
-    acc = stream_attention(
-        adata,
-        model,
+    start = logg.info(f"computing {method} networks over {n_used} cells")
+    n_groups = max(len(group_names), 1)
+    perms = None if labels is None else Permutations(labels, n_permutations, seed)
+    common = dict(
         lookup=lookup,
         codes=codes,
-        n_groups=max(len(group_names), 1),
-        layers=layer_idx,
-        heads=head_idx,
-        normalize=normalize,
+        n_groups=n_groups,
         batch_size=batch_size,
         chunk_size=chunk_size,
         device=dev,
         tokens_key=tokens_key,
-        desc="attention",
         **match,
     )
-    sums, counts = acc.result()
+    acc = None
+    if method == "attention":
+        acc, perm_stats = stream_attention(
+            adata,
+            model,
+            layers=layer_idx,
+            heads=head_idx,
+            normalize=normalize,
+            desc="attention",
+            perms=perms,
+            **common,
+        )
+        stats = _AttentionView(acc)
+        n_cells = acc.n_cells
+    else:
+        layer_arg = layer_idx[0] + 1
+        if method == "embedding":
+            stats, perm_stats, n_cells = stream_embedding(
+                adata, model, perms=perms, layer=layer_arg, **common
+            )
+        elif method == "deletion":
+            # the unperturbed states of a chunk are kept while its deletions run: ≤ 256 MiB
+            width = model.max_length or adata.n_vars + 8
+            cap = max(batch_size, 2**26 // (width * cfg.hidden_size))
+            common["chunk_size"] = min(chunk_size, cap)
+            stats, perm_stats, n_cells = stream_deletion(
+                adata, model, perms=perms, layer=layer_arg, cells=cells, **common
+            )
+        else:
+            stats, perm_stats, n_cells = stream_attention_grad(
+                adata, model, perms=perms, layers=layer_idx, **common
+            )
     var_names = np.asarray(adata.var_names.astype(str), dtype=object)
     n_vars = adata.n_vars
     opts = dict(top_k=top_k, threshold=threshold, min_cells=min_cells)
 
-    def network(s: np.ndarray, c: np.ndarray):
-        w = _means(s, c).mean(axis=0)
-        if symmetrize:
-            w = (w + w.T) / 2
-        return _sparsify(w, c, sel, n_vars, **opts)
+    def sym(w: np.ndarray) -> np.ndarray:
+        return (w + w.T) / 2 if symmetrize else w
 
-    all_sums, all_counts = sums.sum(axis=0), counts.sum(axis=0)
-    mat, cnt, edges = network(all_sums, all_counts)
+    def network(k):
+        return _sparsify(sym(stats.weights(k)), stats.pair_counts(k), sel, n_vars, **opts)
+
+    mat, cnt, edges = network(None)
     frames = [edges.assign(group=OVERALL)]
     group_mats = {}
     for i, g in enumerate(group_names):
-        group_mats[g], _, e = network(sums[i], counts[i])
+        group_mats[g], _, e = network(i)
         frames.append(e.assign(group=g))
     per_head = {}
     if head_idx is not None:
+        all_sums, all_counts = acc.result()
+        all_sums, all_counts = all_sums.sum(axis=0), all_counts.sum(axis=0)
         slots = [(li, h) for li in layer_idx for h in head_idx]
         for s, (li, h) in enumerate(slots):
-            per_head[f"layer{li + 1}_head{h}"] = network(all_sums[s : s + 1], all_counts)[0]
+            w = sym(_means(all_sums[s], all_counts))
+            per_head[f"layer{li + 1}_head{h}"] = _sparsify(w, all_counts, sel, n_vars, **opts)[0]
     edges = pd.concat(frames, ignore_index=True)
     edges["source"] = var_names[sel[edges["source"].to_numpy()]]
     edges["target"] = var_names[sel[edges["target"].to_numpy()]]
     edges["group"] = pd.Categorical(edges["group"], categories=[OVERALL, *group_names])
     edges = edges.sort_values(["group", "weight"], ascending=[True, False], kind="stable")
     edges = edges[["source", "target", "weight", "group", "n_cells"]].reset_index(drop=True)
+    compared = None
+    if labels is not None:
+        ia, ib = (group_names.index(str(c)) for c in compare)
+        compared = _compare_table(
+            stats, perm_stats, ia, ib, sym, sel, var_names, n_permutations, **opts
+        )
 
-    head_means = acc.head_means()  # [layers, heads, genes]
-    k = min(n_top_genes, len(sel))
-    order = np.argsort(-np.nan_to_num(head_means, nan=-np.inf), axis=-1, kind="stable")[..., :k]
-    head_scores = {
-        "genes": var_names[sel][order].astype(str),
-        "scores": np.take_along_axis(head_means, order, axis=-1).astype(np.float32),
-        "layers": np.arange(1, cfg.num_layers + 1),
-        "heads": np.arange(cfg.num_heads),
-    }
     uns = {
         "params": model.record(
             device=dev,
             seed=seed,
+            method=method,
             groupby=groupby,
             layers=[i + 1 for i in layer_idx],
             heads="mean" if head_idx is None else head_idx,
             genes=[] if genes is None else [str(var_names[i]) for i in sel],
             n_genes=len(sel),
-            normalize="none" if normalize is None else normalize,
+            normalize=("none" if normalize is None else normalize)
+            if method == "attention"
+            else "none",
             symmetrize=bool(symmetrize),
             top_k=0 if top_k is None else int(top_k),
             threshold="" if threshold is None else float(threshold),
             min_cells=int(min_cells),
+            compare=[] if compare is None else [str(c) for c in compare],
+            n_permutations=int(n_permutations) if compare is not None else 0,
+            deletion_cells=int(n_used) if method == "deletion" else 0,
             batch_size=batch_size,
-            n_cells=int(acc.n_cells),
+            n_cells=int(n_cells),
             tokens_reused=reuse,
             gene_key=gene_key,
             min_gene_fraction=min_gene_fraction,
         ),
         "edges": edges,
-        "head_scores": head_scores,
     }
+    if acc is not None:
+        uns["head_scores"] = _head_scores(acc, n_top_genes, sel, var_names, cfg)
     if group_names:
         uns["groups"] = group_mats
     if per_head:
         uns["heads"] = per_head
+    if compared is not None:
+        uns["compare"] = compared
     adata = copy_of(adata) if copy else adata
     adata.varp[key_added] = mat
     adata.varp[f"{key_added}_n_cells"] = cnt
@@ -281,6 +383,118 @@ def attention_grn(
         deep=f"added varp[{key_added!r}], varp['{key_added}_n_cells'], uns[{key_added!r}]",
     )
     return adata if copy else None
+
+
+class _AttentionView:
+    """:class:`AttentionSums` read like the other estimators' statistics (heads averaged)."""
+
+    def __init__(self, acc):
+        self.sums, self.counts = acc.result()
+
+    def weights(self, k):
+        s = self.sums.sum(axis=0) if k is None else self.sums[k]
+        c = self.counts.sum(axis=0) if k is None else self.counts[k]
+        return _means(s, c).mean(axis=0)
+
+    def pair_counts(self, k):
+        return self.counts.sum(axis=0) if k is None else self.counts[k]
+
+
+def _head_scores(acc, n_top_genes, sel, var_names, cfg) -> dict:
+    head_means = acc.head_means()  # [layers, heads, genes]
+    k = min(n_top_genes, len(sel))
+    order = np.argsort(-np.nan_to_num(head_means, nan=-np.inf), axis=-1, kind="stable")[..., :k]
+    return {
+        "genes": var_names[sel][order].astype(str),
+        "scores": np.take_along_axis(head_means, order, axis=-1).astype(np.float32),
+        "layers": np.arange(1, cfg.num_layers + 1),
+        "heads": np.arange(cfg.num_heads),
+    }
+
+
+def _resolve_min_cells(min_cells, n_cells: int) -> int:
+    """``None``: 5% of the cells, at least 1 and at most 10; else checked against the cells."""
+    if min_cells is None:
+        return int(max(1, min(10, math.ceil(0.05 * n_cells))))
+    if isinstance(min_cells, bool) or not isinstance(min_cells, int | np.integer) or min_cells < 1:
+        raise ValueError(f"min_cells must be a positive integer or None, got {min_cells!r}")
+    if min_cells > n_cells:
+        raise ValueError(
+            f"min_cells={min_cells} is above the {n_cells} cells analysed: no edge could be kept; "
+            "lower min_cells (or None for 5% of the cells, at most 10)"
+        )
+    return int(min_cells)
+
+
+def _check_group_sizes(codes, group_names, groupby) -> None:
+    if not group_names:
+        return
+    sizes = np.bincount(codes, minlength=len(group_names))
+    small = [g for g, n in zip(group_names, sizes, strict=True) if n < 2]
+    if small:
+        raise ValueError(
+            f"obs[{groupby!r}] has groups with a single cell: {small[:10]}; a network needs at "
+            "least 2 cells per group: merge those cells into another group or drop them"
+        )
+
+
+def _compare_labels(codes, group_names, groupby, compare, n_permutations):
+    """0 / 1 for the cells of the two compared groups, -1 elsewhere (``None`` without compare)."""
+    if compare is None:
+        return None
+    if groupby is None:
+        raise ValueError("compare needs groupby: the obs column that holds the two groups")
+    if isinstance(compare, str) or len(compare) != 2:
+        raise ValueError(f"compare must name two groups of obs[{groupby!r}], got {compare!r}")
+    a, b = (str(c) for c in compare)
+    if a == b:
+        raise ValueError(f"compare names the same group twice: {a!r}")
+    missing = [c for c in (a, b) if c not in group_names]
+    if missing:
+        raise ValueError(f"compare groups not in obs[{groupby!r}]: {missing}; have {group_names}")
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int | np.integer):
+        raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
+    labels = np.full(len(codes), -1, dtype=np.int8)
+    labels[codes == group_names.index(a)] = 0
+    labels[codes == group_names.index(b)] = 1
+    return labels
+
+
+def _compare_table(stats, perm_stats, ia, ib, sym, sel, var_names, n_perm, **opts):
+    """Edges kept in either group's network, their difference and its permutation p-value."""
+    wa, wb = sym(stats.weights(ia)), sym(stats.weights(ib))
+    ca, cb = stats.pair_counts(ia), stats.pair_counts(ib)
+    g = len(sel)
+    ka = _sparsify(wa, ca, np.arange(g), g, **opts)[0]
+    kb = _sparsify(wb, cb, np.arange(g), g, **opts)[0]
+    union = (ka != 0).maximum(kb != 0).tocoo()
+    r, c = union.row, union.col
+    both = (ca[r, c] >= opts["min_cells"]) & (cb[r, c] >= opts["min_cells"])
+    r, c = r[both], c[both]
+    observed = wa[r, c] - wb[r, c]
+
+    def diffs():
+        for p in range(n_perm):
+            yield sym(perm_stats.weights(2 * p))[r, c] - sym(perm_stats.weights(2 * p + 1))[r, c]
+
+    pvalue = permutation_test(observed, diffs())
+    table = pd.DataFrame(
+        {
+            "source": var_names[sel[r]].astype(str),
+            "target": var_names[sel[c]].astype(str),
+            "weight_a": wa[r, c].astype(np.float32),
+            "weight_b": wb[r, c].astype(np.float32),
+            "difference": observed.astype(np.float32),
+            "n_cells_a": ca[r, c].astype(np.int64),
+            "n_cells_b": cb[r, c].astype(np.int64),
+            "pvalue": pvalue,
+            "fdr": bh_fdr(pvalue),
+        }
+    )
+    order = np.lexsort((-np.abs(table["difference"].to_numpy()), table["pvalue"].to_numpy()))
+    return table.iloc[order].reset_index(drop=True)
 
 
 def attention_maps(
@@ -320,7 +534,7 @@ def attention_maps(
         raise ValueError("cells selects no cell")
     dev = resolve_device(device)
     model.to(dev).eval()
-    acc = stream_attention(
+    acc, _ = stream_attention(
         sub,
         model,
         lookup=lookup,

@@ -148,8 +148,11 @@ def stream_attention(
     desc: str,
     gene_key: str | None = None,
     min_gene_fraction: float = 0.2,
+    perms=None,
 ):
-    """Run the model over all cells of ``adata`` and return the filled :class:`AttentionSums`.
+    """Run the model over all cells of ``adata``: the filled :class:`AttentionSums`, and with
+    ``perms`` (:class:`~._grn_estimators.Permutations`) the head-averaged pair sums of each
+    permuted pair of groups (else ``None``).
 
     Cells are read ``chunk_size`` at a time (tokenized on the fly unless ``obsm`` holds the
     model's tokens), grouped by length into batches padded to their longest cell, and each
@@ -158,11 +161,13 @@ def stream_attention(
     import torch
 
     from ._attention_accum import AttentionSums, rank_normalize, raw_scores
+    from ._grn_estimators import PairStats, pair_values
 
     n_genes = int((lookup >= 0).sum())
     n_slots = 1 if heads is None else len(layers) * len(heads)
     cfg = model.config
     acc = AttentionSums(n_groups, n_slots, n_genes, cfg.num_layers, cfg.num_heads)
+    perm_stats = None if perms is None else PairStats(2 * perms.n, n_genes)
     is_gene = torch.as_tensor(np.asarray(model.vocab.is_gene))
     lookup_t = torch.as_tensor(lookup)
     objective = "ntp" if model.metadata.get("objective") == "ntp" else "mlm"
@@ -203,6 +208,10 @@ def stream_attention(
                     maps = maps[:, :, heads].flatten(1, 2)
                 acc.add(maps, gene_index, torch.as_tensor(codes[a + idx]))
                 acc.add_received(list(out.attentions), gene_index, real)
+                if perms is not None:
+                    bb, gi, gj, vals = pair_values(maps.mean(1), gene_index)
+                    for pc in perms.batch_codes(a + idx):
+                        perm_stats.add(bb, gi, gj, vals, pc)
             del out, maps
     bar.close()
-    return acc
+    return acc, perm_stats
