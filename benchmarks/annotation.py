@@ -1,21 +1,20 @@
-"""Cell-type annotation: transformer arms against tuned classical baselines, on one split each.
-
-Two data sets, both offline:
+"""The evaluation of ``sct.tl.benchmark`` on two offline data sets, over several seeds.
 
 1. pbmc68k counts (``sct.datasets.pbmc68k_counts()``, 700 PBMCs × 765 genes, ``bulk_labels``,
-   10 types) with a stratified 80/20 split.
+   10 types): k-fold cross-validation (label prediction) and the embedding task, with the
+   bundled ``sct-tiny-pbmc`` model (pretrained without labels on these 700 cells).
 2. A generated two-batch data set (negative-binomial counts with cell-type programmes, batch 2
-   with per-gene multiplicative distortion and twice the depth) with a cross-batch split:
-   trained on batch ``b1``, tested on batch ``b2``.
+   with per-gene multiplicative distortion and twice the depth): a cross-batch split (trained
+   on batch ``b1``, tested on ``b2``), the embedding task and the integration task, with a small
+   model pretrained here (its genes are made up) with ``<batch=…>`` condition tokens.
 
-Every method of ``sct.tl.benchmark`` runs on the same split; the baselines (logistic
-regression on log-normalised HVGs, PCA + logistic regression, PCA + kNN, XGBoost when
-installed) are tuned by cross-validation on the training cells only. The transformer arms use
-the bundled ``sct-tiny-pbmc`` model for pbmc68k when it exists, else a small model pretrained
-here (masked-token objective, no labels); the two-batch data always gets a model pretrained
-here (its genes are made up), with ``<batch=…>`` condition tokens.
+Every method runs on the same splits; the baselines (L2 and L1 logistic regression on
+log-normalised HVGs, PCA + logistic regression, PCA + kNN, XGBoost and scVI when installed)
+are tuned by cross-validation on the training cells only. Each table row is the mean ± sample
+standard deviation over seeds (of each seed's mean over folds). The cz-benchmarks-style long
+tables go to ``--export`` (TSV).
 
-Run: ``python benchmarks/annotation.py [--epochs 10] [--pretrain-epochs 8] [--no-xgboost]``.
+Run: ``python benchmarks/annotation.py [--seeds 3] [--folds 3] [--epochs 3] [--no-xgboost]``.
 Timings are wall-clock seconds on a shared machine; they are noisy.
 """
 
@@ -26,7 +25,7 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
 
 import argparse
 import platform
@@ -37,10 +36,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from _common import cpu_model
 from anndata import AnnData
 
 import sctransformer as sct
-from sctransformer.tl._benchmark import has_xgboost, summary
+from sctransformer.tl._baselines import has_scvi
+from sctransformer.tl._benchmark import has_xgboost
 
 TINY = Path(sct.__file__).parent / "models" / "weights" / "sct-tiny-pbmc"
 
@@ -107,49 +108,75 @@ def pretrain_small(adata: AnnData, *, epochs: int, batch_key=None, seed=0):
     return model
 
 
-def show(adata: AnnData, title: str) -> None:
-    table = summary(adata).round(3)
-    params = adata.uns["sct_benchmark_params"]
-    t = adata.uns["sct_benchmark"]
+def show(adata: AnnData, title: str) -> pd.DataFrame:
+    entry = adata.uns["sct_benchmark"]
+    t, params = entry["table"], entry["params"]
+    lab = t[t["task"] == "label_prediction"]
     print(f"\n{title}")
-    print(
-        f"  train {t['n_train'].iloc[0]} / test {t['n_test'].iloc[0]} cells; split "
-        f"{params['split_key'] or 'stratified'} {params['test_groups'] or ''}; one split for "
-        f"all methods (split sha {t['split_sha'].iloc[0]}, {t['split_sha'].nunique()} distinct)"
-    )
-    with pd.option_context("display.width", 120, "display.max_columns", 20):
-        print(table.sort_values("macro_f1", ascending=False).to_string())
-    best = t[(t["label"] == "") & (t["metric"] == "macro_f1")].set_index("method")["best_params"]
-    print("  tuned hyper-parameters: " + "; ".join(f"{m}: {p}" for m, p in best.items()))
+    if len(lab):
+        how = (f"{params['n_folds']}-fold cross-validation" if params["n_folds"]
+               else f"split {params['split_key']} {params['test_groups']}")  # fmt: skip
+        print(f"  {how}; seeds {params['seeds']}; train {lab['n_train'].iloc[0]} / test "
+              f"{lab['n_test'].iloc[0]} cells per split; {lab['split_sha'].nunique()} distinct "
+              "splits, shared by every method")  # fmt: skip
+    s = entry["summary"]
+    s = s.assign(cell=[f"{m:.3f} ± {d:.3f}" for m, d in zip(s["mean"], s["std"], strict=True)])
+    out = []
+    for task in ("label_prediction", "embedding", "integration"):
+        part = s[s["task"] == task]
+        if part.empty:
+            continue
+        wide = part.pivot_table(index=["method", "family"], columns="metric", values="cell",
+                                aggfunc="first", sort=False)  # fmt: skip
+        first = "macro_f1" if task == "label_prediction" else wide.columns[0]
+        order = part[part["metric"] == first].sort_values("mean", ascending=False)["method"]
+        wide = wide.reset_index().set_index("method").loc[list(order)]
+        print(f"  task {task} (mean ± std over {part['n'].max()} {part['spread_over'].iloc[0]})")
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(wide.to_string())
+        out.append(wide)
+    best = lab[(lab["label"] == "") & (lab["metric"] == "macro_f1") & (lab["seed"] == lab["seed"].min())
+               & (lab["fold"] == 0)].set_index("method")["best_params"]  # fmt: skip
+    if len(best):
+        print("  tuned hyper-parameters (first seed, first fold): "
+              + "; ".join(f"{m}: {p}" for m, p in best.items()))  # fmt: skip
+    return out
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (early stopping)")
-    p.add_argument("--pretrain-epochs", type=int, default=8)
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    p.add_argument("--folds", type=int, default=3, help="k of the pbmc68k cross-validation")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (early stopping)")
+    p.add_argument("--pretrain-epochs", type=int, default=4)
+    p.add_argument("--scvi-epochs", type=int, default=50)
+    p.add_argument("--two-batch-cells", type=int, default=600)
     p.add_argument("--no-xgboost", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-finetune", action="store_true")
+    p.add_argument("--export", help="write the cz-benchmarks-style long tables here (TSV)")
     args = p.parse_args()
     sct.settings.progress_bars = False
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    print("machine:", platform.platform(), "|", platform.processor() or platform.machine())
+    print("machine:", platform.platform(), "|", cpu_model(), "| shared with other jobs")
     print(
         f"  cpus {os.cpu_count()}, torch threads {torch.get_num_threads()}, python "
         f"{platform.python_version()}, torch {torch.__version__}, sctransformer "
-        f"{sct.__version__}, xgboost {'yes' if has_xgboost() else 'not installed'}"
+        f"{sct.__version__}, xgboost {'yes' if has_xgboost() else 'not installed'}, "
+        f"scvi-tools {'yes' if has_scvi() else 'not installed'}"
     )
-    methods = None
-    if args.no_xgboost:
-        methods = [
-            "majority",
-            "logreg_hvg",
-            "pca_logreg",
-            "pca_knn",
-            "sct_linear",
-            "sct_knn",
-            "sct_finetune",
-        ]
+    seeds = list(range(args.seeds))
+    methods = [m for m in sct.tl._benchmark.default_methods("model")
+               if not (args.no_xgboost and m == "xgboost")
+               and not (args.no_finetune and m == "sct_finetune")]  # fmt: skip
     kw = {"epochs": args.epochs}
+    common = dict(methods=methods, annotate_kwds=kw, seeds=seeds, scvi_epochs=args.scvi_epochs,
+                  device="cpu")  # fmt: skip
 
     pbmc = sct.datasets.pbmc68k_counts()
     print(f"\n[1] pbmc68k counts: {pbmc.n_obs} cells × {pbmc.n_vars} genes, bulk_labels")
@@ -158,38 +185,25 @@ def main() -> None:
         print("  model: bundled sct-tiny-pbmc (pretrained without labels on these 700 cells)")
     else:
         print("  model: sct-tiny-pbmc not built; pretraining a small model here")
-        model = pretrain_small(pbmc, epochs=args.pretrain_epochs, seed=args.seed)
+        model = pretrain_small(pbmc, epochs=args.pretrain_epochs)
     t0 = time.perf_counter()
-    sct.tl.benchmark(
-        pbmc,
-        labels_key="bulk_labels",
-        model=model,
-        methods=methods,
-        annotate_kwds=kw,
-        seed=args.seed,
-        device="cpu",
-    )
-    show(pbmc, f"pbmc68k, stratified 80/20 split ({time.perf_counter() - t0:.0f} s)")
+    sct.tl.benchmark(pbmc, labels_key="bulk_labels", model=model, n_folds=args.folds,
+                     dataset="pbmc68k", **common)  # fmt: skip
+    show(pbmc, f"pbmc68k, {args.folds}-fold cross-validation ({time.perf_counter() - t0:.0f} s)")
 
-    two = two_batch_counts(seed=args.seed)
+    two = two_batch_counts(n_cells=args.two_batch_cells)
     print(f"\n[2] generated two-batch data: {two.n_obs} cells × {two.n_vars} genes, 6 types")
-    model2 = pretrain_small(two, epochs=args.pretrain_epochs, batch_key="batch", seed=args.seed)
+    model2 = pretrain_small(two, epochs=args.pretrain_epochs, batch_key="batch")
     t0 = time.perf_counter()
-    sct.tl.benchmark(
-        two,
-        labels_key="cell_type",
-        split_key="batch",
-        test_groups=["b2"],
-        model=model2,
-        methods=methods,
-        annotate_kwds=kw,
-        batch_key="batch",
-        seed=args.seed,
-        device="cpu",
-    )
-    show(
-        two, f"two batches, cross-batch split: train b1, test b2 ({time.perf_counter() - t0:.0f} s)"
-    )
+    sct.tl.benchmark(two, labels_key="cell_type", split_key="batch", test_groups=["b2"],
+                     model=model2, batch_key="batch", dataset="two_batch", **common)  # fmt: skip
+    show(two, f"two batches: train b1, test b2; integration over b1+b2 "
+              f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
+    if args.export:
+        cz = pd.concat([sct.tl.to_czbenchmarks(a) for a in (pbmc, two)], ignore_index=True)
+        cz.to_csv(args.export, sep="\t", index=False)
+        print(f"cz-benchmarks-style long table ({len(cz)} rows) written to {args.export}")
 
 
 if __name__ == "__main__":

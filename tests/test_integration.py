@@ -160,3 +160,45 @@ def test_integration_errors_leave_adata_unchanged(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sct.tl.integration_metrics(adata, **kw)
     assert snapshot(adata) == before
+
+
+def test_kbet_and_batch_asw_rank_representations():
+    from scipy.stats import chisquare
+
+    from sctransformer.tl import _metrics
+
+    adata, good = _rep(mixed=True, separated_labels=True)
+    _, bad = _rep(mixed=False, separated_labels=False)
+    b, lab = adata.obs["batch"].to_numpy(), adata.obs["label"].to_numpy()
+    assert _metrics.kbet_acceptance(good, b, n_neighbors=20) > 0.8
+    assert _metrics.kbet_acceptance(bad, b, n_neighbors=20) == 0.0
+    assert _metrics.asw_batch(good, b, lab) > 0.9 > 0.2 > _metrics.asw_batch(bad, b, lab)
+    # a per-cell reference: scipy's chi-squared test of each neighbourhood's batch counts
+    idx = _metrics.knn_indices(good, 20)
+    freq = np.array([np.mean(b == "a"), np.mean(b == "b")])
+    accepted = [chisquare([np.sum(b[i] == "a"), np.sum(b[i] == "b")], freq * 20).pvalue >= 0.05
+                for i in idx]  # fmt: skip
+    assert _metrics.kbet_acceptance(good, b, n_neighbors=20) == pytest.approx(np.mean(accepted))
+
+
+def test_benchmark_integration_task():
+    adata = _two_batches()
+    sct.tl.benchmark(adata, labels_key="cell_type", methods=["pca"], batch_key="batch",
+                     n_seeds=2, n_neighbors=10)  # fmt: skip
+    t = adata.uns["sct_benchmark"]["table"]
+    assert set(t["task"]) == {"embedding", "integration"}
+    integ = t[t["task"] == "integration"]
+    assert set(integ["metric"]) == {"asw_batch", "ilisi", "ilisi_scaled", "batch_entropy",
+                                    "kbet_acceptance"}  # fmt: skip
+    assert sorted(set(integ["seed"])) == [0, 1]
+    # the same numbers as integration_metrics on the same PCA
+    from sctransformer.tl._baselines import _log_normalised, pca_embedding
+
+    x = _log_normalised(adata, np.arange(adata.n_obs), None)
+    adata.obsm["X_p"] = pca_embedding(x, np.arange(adata.n_obs), n_top_genes=2000, n_pcs=50,
+                                      seed=0)  # fmt: skip
+    ref = sct.tl.integration_metrics(adata, batch_key="batch", labels_key="cell_type",
+                                     use_rep="X_p", n_neighbors=10)  # fmt: skip
+    got = integ[integ["seed"] == 0].set_index("metric")["value"]
+    assert got["ilisi"] == pytest.approx(ref.loc["X_p", "ilisi"], rel=1e-5)
+    assert got["batch_entropy"] == pytest.approx(ref.loc["X_p", "batch_entropy"], rel=1e-5)

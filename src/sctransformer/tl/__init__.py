@@ -3,7 +3,7 @@
 from ._annotate import annotate
 from ._annotator import CellAnnotator
 from ._attention_grn import attention_grn
-from ._benchmark import benchmark
+from ._benchmark import benchmark, to_czbenchmarks
 from ._embed import embed_cells, embed_genes
 from ._integration import integration_metrics
 from ._perturb import in_silico_perturb
@@ -19,4 +19,5 @@ __all__ = [
     "in_silico_perturb",
     "integration_metrics",
     "pretrain",
+    "to_czbenchmarks",
 ]

@@ -12,9 +12,14 @@ from .. import _validate
 from .._settings import settings
 from ._sklearn import cv_splitter, fit_quietly
 
-BASELINES = ("majority", "logreg_hvg", "pca_logreg", "pca_knn", "xgboost")
+BASELINES = (
+    "majority", "logreg_l2", "logreg_l1", "pca_logreg", "pca_knn", "xgboost", "scvi_logreg",
+)  # fmt: skip
 TRANSFORMER = ("sct_linear", "sct_knn", "sct_finetune")
-METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "time_s")
+# representations scored on the embedding and integration tasks
+EMBEDDINGS = ("pca", "scvi", "sct")
+ALIASES = {"logreg_hvg": "logreg_l2"}  # the L2 model's earlier name
+METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "auroc", "time_s")
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[dict, dict]:
@@ -80,18 +85,34 @@ def split_cells(
     return test
 
 
-def _log_normalised(adata: AnnData, cells: np.ndarray, layer: str | None):
+def _counts(adata: AnnData, cells: np.ndarray, layer: str | None):
+    """The counts of ``cells`` (``X`` or ``layer``) as float64 CSR, after checking them."""
+    import scipy.sparse as sp
+
+    if adata.isbacked:
+        sub = adata[cells].to_memory()
+        x = sub.layers[layer] if layer is not None else sub.X
+    else:
+        x = (adata.layers[layer] if layer is not None else adata.X)[cells]
+    x = sp.csr_matrix(x, dtype=np.float64)
+    _validate.check_values(x)
+    return x
+
+
+def _normalise(counts):
     """log1p of counts scaled to 10,000 per cell (scanpy's normalize_total + log1p), CSR."""
     import scanpy as sc
     import scipy.sparse as sp
 
-    x = adata.layers[layer] if layer is not None else adata.X
-    sub = AnnData(sp.csr_matrix(x[cells] if not adata.isbacked else adata[cells].to_memory().X,
-                                dtype=np.float64))  # fmt: skip
-    _validate.check_values(sub.X)
+    sub = AnnData(counts.copy())
     sc.pp.normalize_total(sub, target_sum=1e4)
     sc.pp.log1p(sub)
     return sp.csr_matrix(sub.X)
+
+
+def _log_normalised(adata: AnnData, cells: np.ndarray, layer: str | None):
+    """log1p of counts scaled to 10,000 per cell (scanpy's normalize_total + log1p), CSR."""
+    return _normalise(_counts(adata, cells, layer))
 
 
 def _hvg(x_train, n_top: int) -> np.ndarray:
@@ -107,9 +128,13 @@ def _hvg(x_train, n_top: int) -> np.ndarray:
     return np.flatnonzero(hv["highly_variable"].to_numpy())
 
 
+def _dense(x) -> np.ndarray:
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
 def _baseline(name: str, x_tr, y_tr, *, cv: int, n_pcs: int, seed: int):
     """Fit one baseline, tuned by cross-validation on the training cells; returns
-    ``(predict function, best parameters)``."""
+    ``(probability function, its class columns, best parameters)``."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
@@ -117,17 +142,31 @@ def _baseline(name: str, x_tr, y_tr, *, cv: int, n_pcs: int, seed: int):
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    y_tr = np.asarray(y_tr).astype(str)
     if name == "majority":
         values, counts = np.unique(y_tr, return_counts=True)
-        top = values[np.argmax(counts)]
-        return (lambda x: np.full(x.shape[0], top)), {"class": str(top)}
+        top = int(np.argmax(counts))
+
+        def proba(x):
+            out = np.zeros((x.shape[0], len(values)))
+            out[:, top] = 1.0
+            return out
+
+        return proba, list(values), {"class": str(values[top])}
     splitter = cv_splitter(y_tr, cv, seed)
-    x_tr = x_tr.toarray() if hasattr(x_tr, "toarray") else np.asarray(x_tr)
+    x_tr = _dense(x_tr)
     n_comp = int(max(2, min(n_pcs, x_tr.shape[0] // 2, x_tr.shape[1] - 1)))
     lr = LogisticRegression(max_iter=1000, class_weight="balanced")
-    if name == "logreg_hvg":
+    if name in ("logreg_l2", "scvi_logreg"):
         est = Pipeline([("scale", StandardScaler()), ("clf", lr)])
         grid = {"clf__C": [0.001, 0.01, 0.1, 1.0]}
+        if name == "scvi_logreg":  # a few latent dimensions: less shrinkage
+            grid = {"clf__C": [0.01, 0.1, 1.0, 10.0]}
+    elif name == "logreg_l1":
+        l1 = LogisticRegression(l1_ratio=1.0, solver="saga", max_iter=300, tol=1e-3,
+                                class_weight="balanced", random_state=seed)  # fmt: skip
+        est = Pipeline([("scale", StandardScaler()), ("clf", l1)])
+        grid = {"clf__C": [0.01, 0.1, 1.0]}
     elif name == "pca_logreg":
         est = Pipeline(
             [("scale", StandardScaler()), ("pca", PCA(n_comp, random_state=seed)), ("clf", lr)]
@@ -155,7 +194,7 @@ def _baseline(name: str, x_tr, y_tr, *, cv: int, n_pcs: int, seed: int):
         )
         grid = {"max_depth": [3, 6], "n_estimators": [100, 300]}
         _, counts = np.unique(codes, return_counts=True)
-        if counts.min() >= 2:
+        if counts.min() >= 2 and len(classes) > 1:
             search = GridSearchCV(model, grid, cv=cv_splitter(codes, cv, seed), scoring="f1_macro")
             fit_quietly(search, x_tr, codes)
             best, params = search.best_estimator_, search.best_params_
@@ -164,20 +203,60 @@ def _baseline(name: str, x_tr, y_tr, *, cv: int, n_pcs: int, seed: int):
                 model.set_params(max_depth=6, n_estimators=100).fit(x_tr, codes),
                 {"untuned": "a class has one training cell"},
             )
-
-        def predict(x):
-            x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-            return classes[best.predict(x)]
-
-        return predict, params
+        return (lambda x: best.predict_proba(_dense(x))), list(classes), params
     else:  # pragma: no cover - names are validated before
         raise ValueError(name)
     search = GridSearchCV(est, grid, cv=splitter, scoring="f1_macro")
     fit_quietly(search, x_tr, y_tr)
     best = search.best_estimator_
+    params = {k.removeprefix("clf__"): v for k, v in search.best_params_.items()}
+    return (lambda x: best.predict_proba(_dense(x))), [str(c) for c in best.classes_], params
 
-    def predict(x):
-        x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-        return best.predict(x)
 
-    return predict, {k.removeprefix("clf__"): v for k, v in search.best_params_.items()}
+def has_scvi() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("scvi") is not None
+
+
+def pca_embedding(x, fit: np.ndarray, *, n_top_genes: int, n_pcs: int, seed: int) -> np.ndarray:
+    """scanpy's PCA of the log-normalised highly variable genes, fit on the cells ``fit`` (genes
+    and components chosen there) and applied to every row of ``x``."""
+    import scanpy as sc
+
+    genes = _hvg(x[fit], n_top_genes)
+    x = x[:, genes]
+    n_comp = int(max(2, min(n_pcs, len(fit) - 1, x.shape[1] - 1)))
+    ad = AnnData(x[fit])
+    sc.pp.pca(ad, n_comps=n_comp, random_state=seed)
+    mean = np.asarray(x[fit].mean(0)).ravel()
+    return np.asarray((_dense(x) - mean) @ ad.varm["PCs"], dtype=np.float32)
+
+
+def scvi_latent(counts, x_norm, batches, *, n_top_genes: int, epochs: int, seed: int,
+                device) -> np.ndarray:  # fmt: skip
+    """scVI (Lopez et al., Nature Methods 2018; scvi-tools) latent means of every cell, trained
+    without labels on all of them (raw counts of the highly variable genes, ``batches`` as the
+    batch covariate when given)."""
+    import warnings
+
+    import scvi
+
+    genes = _hvg(x_norm, n_top_genes)
+    ad = AnnData(counts[:, genes].astype(np.float32))
+    if batches is not None:
+        ad.obs["batch"] = pd.Categorical(np.asarray(batches).astype(str))
+    with warnings.catch_warnings():  # the trainer's advice about workers and devices
+        warnings.simplefilter("ignore")
+        scvi.settings.seed = int(seed)
+        scvi.model.SCVI.setup_anndata(ad, batch_key="batch" if batches is not None else None)
+        model = scvi.model.SCVI(ad, n_latent=10)
+        model.train(
+            max_epochs=int(epochs),
+            accelerator="gpu" if str(device).startswith("cuda") else "cpu",
+            devices=1,
+            enable_progress_bar=False,
+            logger=False,
+            enable_checkpointing=False,
+        )
+        return np.asarray(model.get_latent_representation(), dtype=np.float32)
