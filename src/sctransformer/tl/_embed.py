@@ -9,6 +9,8 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._mudata import embed_cells as embed_mudata
+from .._mudata import is_mudata
 from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
 from ..train import infer
@@ -43,7 +45,8 @@ def embed_cells(
     Parameters
     ----------
     adata
-        Cells × genes (counts), or already tokenized.
+        Cells × genes (counts), or already tokenized. A :class:`~mudata.MuData` with a model
+        trained on one is embedded over its modalities' shared cells into ``mdata.obsm``.
     model
         A model, a registry name (see :func:`sctransformer.models.available`) or a checkpoint
         folder.
@@ -82,6 +85,10 @@ def embed_cells(
     ``None`` or the copy. Writes ``obsm["X_sct"]`` (float32, cells × hidden size) and
     ``uns["sct_embed"]["params"]`` (``sct`` = ``key_added`` without ``X_``).
     """
+    if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
+        return embed_mudata(adata, model, pooling=pooling, layer=layer, batch_size=batch_size,
+                            precision=precision, device=device, seed=seed, tokens_key=tokens_key,
+                            min_gene_fraction=min_gene_fraction, key_added=key_added, copy=copy)  # fmt: skip
     model = resolve(model)
     pooling, layer = model.pooling(pooling), model.layer(layer)
     _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
