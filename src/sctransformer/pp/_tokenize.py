@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._backed import check_writable
 from .._mudata import is_mudata
 from .._mudata import tokenize as tokenize_mudata
 from .._tokens import tokenize_arrays, write_tokens
@@ -135,6 +136,7 @@ def tokenize(
     if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
         kw = {k: v for k, v in locals().items() if k != "adata"}
         return tokenize_mudata(adata, **kw)
+    check_writable(adata, copy=copy)
     shown = method or getattr(vocab, "tokenize_params", {}).get("method", "")
     start = logg.info(f"tokenizing {adata.n_obs} cells with method={shown!r}")
     tok = tokenize_arrays(

@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _validate
+from .._backed import check_writable
 from .. import logging as logg
 from .._tokens import model_tokens
 from ..models import resolve
@@ -133,6 +134,7 @@ def annotate(
     """
     _check_args(method, unknown_threshold, batch_size, chunk_size, epochs, lr,
                 validation_fraction, n_neighbors)  # fmt: skip
+    check_writable(adata, copy=copy)
     _validate.check_nonempty(adata)
     match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes)
     fitted = _as_annotator(model) if labels_key is None else None

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _validate
+from .._backed import check_writable
 from .. import logging as logg
 from .._tokens import stored_for
 from ..models import resolve
@@ -171,6 +172,7 @@ def attention_grn(
     ``uns["sct_grn"]["params"]``
         Every parameter, with the model name, weights sha256, version, device and seed.
     """
+    check_writable(adata, copy=copy)
     model = resolve(model)
     model.check()
     _validate.check_nonempty(adata)

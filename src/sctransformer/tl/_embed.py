@@ -9,6 +9,7 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._backed import check_writable
 from .._mudata import embed_cells as embed_mudata
 from .._mudata import is_mudata
 from .._tokens import model_token_chunks, stored_for
@@ -89,6 +90,7 @@ def embed_cells(
         return embed_mudata(adata, model, pooling=pooling, layer=layer, batch_size=batch_size,
                             precision=precision, device=device, seed=seed, tokens_key=tokens_key,
                             min_gene_fraction=min_gene_fraction, key_added=key_added, copy=copy)  # fmt: skip
+    check_writable(adata, copy=copy)
     model = resolve(model)
     pooling, layer = model.pooling(pooling), model.layer(layer)
     _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
@@ -186,6 +188,7 @@ def embed_genes(
     vocabulary lacks it), ``uns["sct_gene"]["groups"][g]`` (per group, when ``groupby``)
     and ``uns["sct_gene"]["params"]``.
     """
+    check_writable(adata, copy=copy)
     model = resolve(model)
     vocab = model.check()
     layer = model.layer(layer)
