@@ -105,7 +105,7 @@ def _file_keys(path):
 
 @pytest.mark.parametrize("task", ["tokenize", "embed_cells", "embed_genes", "annotate", "grn"])
 def test_read_only_backed_refuses_to_write(setup, tmp_path, task):
-    adata, path, model = setup
+    _, path, model = setup
     b = backed(path, tmp_path, mode="r")
     before, obsm, uns = _file_keys(b.filename), set(b.obsm), set(b.uns)
     run = {

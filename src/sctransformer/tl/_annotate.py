@@ -12,8 +12,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _validate
-from .._backed import check_writable
 from .. import logging as logg
+from .._backed import check_writable
 from .._tokens import model_tokens
 from ..models import resolve
 from ._annotator import METHODS, CellAnnotator, check_threshold, fit_annotator

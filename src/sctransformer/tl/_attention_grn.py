@@ -11,8 +11,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _validate
-from .._backed import check_writable
 from .. import logging as logg
+from .._backed import check_writable
 from .._tokens import stored_for
 from ..models import resolve
 from ._attention_stream import (
