@@ -129,3 +129,38 @@ def test_read_only_backed_with_copy_returns_results(setup, tmp_path):
     mem = sct.tl.embed_cells(adata.copy(), model, copy=True, **KW)
     np.testing.assert_allclose(out.obsm["X_sct"], mem.obsm["X_sct"], atol=1e-5)
     assert "X_sct" not in b.obsm
+
+
+def test_zarr_store_streams_and_equals_in_memory(setup, tmp_path):
+    adata, _, model = setup
+    store = tmp_path / "cells.zarr"
+    with pytest.warns(UserWarning, match="zarr v2"):  # anndata's notice about its default
+        adata.write_zarr(store)
+    z = sct.open_zarr(store)
+    assert type(z.X).__name__ == "_CSRDataset"  # the matrix stays in the store
+    mem = adata.copy()
+    sct.tl.embed_cells(mem, model, **KW)
+    sct.tl.embed_genes(mem, model, **KW)
+    sct.tl.embed_cells(z, model, chunk_size=50, **KW)
+    sct.tl.embed_genes(z, model, chunk_size=50, **KW)
+    np.testing.assert_allclose(z.obsm["X_sct"], mem.obsm["X_sct"], atol=1e-5)
+    np.testing.assert_allclose(z.varm["sct_gene"], mem.varm["sct_gene"], atol=1e-5)
+    sct.pp.tokenize(mem, method="rank", max_length=24)
+    sct.pp.tokenize(z, method="rank", max_length=24, chunk_size=37)
+    np.testing.assert_array_equal(z.obsm["sct_tokens"], mem.obsm["sct_tokens"])
+
+
+def test_zarr_store_that_is_not_csr_or_anndata_is_refused(setup, tmp_path):
+    adata, _, _ = setup
+    import zarr
+
+    empty = tmp_path / "empty.zarr"
+    zarr.open_group(empty, mode="w")
+    with pytest.raises(ValueError, match=r"not an AnnData zarr store.*write_zarr"):
+        sct.open_zarr(empty)
+    csc = adata.copy()
+    csc.X = csc.X.tocsc()
+    with pytest.warns(UserWarning, match="zarr v2"):
+        csc.write_zarr(tmp_path / "csc.zarr")
+    with pytest.raises(ValueError, match=r"csc_matrix.*store it as CSR"):
+        sct.open_zarr(tmp_path / "csc.zarr")
