@@ -16,6 +16,8 @@ from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
 from ..train import infer
 from ._common import check_positive, copy_of, resolve_device
+from ._distributed import embed_cells as embed_ranked
+from ._distributed import world_size
 
 
 def embed_cells(
@@ -84,12 +86,17 @@ def embed_cells(
     Returns
     -------
     ``None`` or the copy. Writes ``obsm["X_sct"]`` (float32, cells × hidden size) and
-    ``uns["sct_embed"]["params"]`` (``sct`` = ``key_added`` without ``X_``).
+    ``uns["sct_embed"]["params"]`` (``sct`` = ``key_added`` without ``X_``). Under ``torchrun``
+    each rank embeds a contiguous slice of the cells and rank 0 gathers them in order and
+    writes; the other ranks leave ``adata`` untouched and return ``None``.
     """
     if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
         return embed_mudata(adata, model, pooling=pooling, layer=layer, batch_size=batch_size,
                             precision=precision, device=device, seed=seed, tokens_key=tokens_key,
                             min_gene_fraction=min_gene_fraction, key_added=key_added, copy=copy)  # fmt: skip
+    if world_size() > 1:  # under torchrun: each rank its slice, rank 0 gathers and writes
+        kw = {k: v for k, v in locals().items() if k not in ("adata", "model")}
+        return embed_ranked(adata, model, **kw)
     check_writable(adata, copy=copy)
     model = resolve(model)
     pooling, layer = model.pooling(pooling), model.layer(layer)
