@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=37)
     p.add_argument("--pooling", default="cls")
     p.add_argument("--stored", action="store_true", help="tokenize first (tokens reused)")
+    p.add_argument("--soma", help="embed this SOMA experiment's cells instead (tl.embed_soma)")
     args = p.parse_args()
     torch.set_num_threads(1)
     sct.settings.progress_bars = False
@@ -48,13 +49,23 @@ def main() -> None:
     module = CellTransformer(config).eval()
     params = {k: v for k, v in ref.uns["sct"]["params"].items() if k != "version"}
     model = Model(module, vocab=vocab, tokenize_params=params, metadata={"name": "ddp-test"})
+    rank = int(os.environ.get("RANK", "0"))
+    if args.soma:
+        emb = sct.tl.embed_soma(
+            args.soma, model, X_name="data", var_key="var_id", pooling=args.pooling,
+            precision="fp32", device="cpu", min_genes=10, batch_size=4, chunk_size=5,
+        )  # fmt: skip
+        if emb is not None:
+            np.save(out / "emb.npy", emb.to_numpy())
+            np.save(out / "joinids.npy", emb.index.to_numpy())
+        (out / f"rank{rank}.json").write_text(json.dumps({"result": emb is not None}))
+        return
     if args.stored:
         sct.pp.tokenize(adata, vocab=model)
     sct.tl.embed_cells(
         adata, model, pooling=args.pooling, precision="fp32", device="cpu", min_genes=10,
         batch_size=4, chunk_size=5,
     )  # fmt: skip
-    rank = int(os.environ.get("RANK", "0"))
     if "X_sct" in adata.obsm and rank == 0:
         np.save(out / "emb.npy", adata.obsm["X_sct"])
     held = {

@@ -37,10 +37,7 @@ def _env() -> dict:
     return env
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("pooling", "stored"), [("cls", False), ("mean", True)])
-def test_two_ranks_equal_one_process(tmp_path, pooling, stored):
-    args = ["--cells", "37", "--pooling", pooling] + (["--stored"] if stored else [])
+def _run_both(tmp_path, args):
     ddp_cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
@@ -57,6 +54,12 @@ def test_two_ranks_equal_one_process(tmp_path, pooling, stored):
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{name} run failed:\n{out[-4000:]}"
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("pooling", "stored"), [("cls", False), ("mean", True)])
+def test_two_ranks_equal_one_process(tmp_path, pooling, stored):
+    args = ["--cells", "37", "--pooling", pooling] + (["--stored"] if stored else [])
+    _run_both(tmp_path, args)
     single = np.load(tmp_path / "single" / "emb.npy")
     ddp = np.load(tmp_path / "ddp" / "emb.npy")
     assert single.shape == ddp.shape == (37, 32)
@@ -66,3 +69,20 @@ def test_two_ranks_equal_one_process(tmp_path, pooling, stored):
     rank1 = json.loads((tmp_path / "ddp" / "rank1.json").read_text())
     assert rank0 == {"X_sct": True, "uns": ["sct_embed"], "world_size": 2}
     assert rank1 == {"X_sct": False, "uns": [], "world_size": 1}  # rank 1 writes nothing
+
+
+@pytest.mark.slow
+def test_soma_query_sharded_over_two_ranks_equals_one_process(tmp_path):
+    soma_io = pytest.importorskip("tiledbsoma.io")
+    from _ddp_train import generated
+
+    uri = str(tmp_path / "exp")
+    soma_io.from_anndata(uri, generated(37), measurement_name="RNA")
+    _run_both(tmp_path, ["--cells", "37", "--soma", uri])
+    single = np.load(tmp_path / "single" / "emb.npy")
+    ddp = np.load(tmp_path / "ddp" / "emb.npy")
+    assert single.shape == ddp.shape == (37, 32) and np.abs(single).max() > 0.1
+    np.testing.assert_allclose(ddp, single, atol=1e-5, rtol=1e-5)
+    ids = np.load(tmp_path / "ddp" / "joinids.npy")
+    np.testing.assert_array_equal(ids, np.arange(37))  # every cell once, in joinid order
+    assert json.loads((tmp_path / "ddp" / "rank1.json").read_text()) == {"result": False}
