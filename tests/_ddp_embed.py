@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--cells", type=int, default=37)
     p.add_argument("--pooling", default="cls")
     p.add_argument("--stored", action="store_true", help="tokenize first (tokens reused)")
+    p.add_argument("--genes", action="store_true", help="tl.embed_genes (groupby) instead")
     p.add_argument("--soma", help="embed this SOMA experiment's cells instead (tl.embed_soma)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -62,6 +63,19 @@ def main() -> None:
         return
     if args.stored:
         sct.pp.tokenize(adata, vocab=model)
+    if args.genes:
+        adata.obs["group"] = [f"g{i % 3}" for i in range(adata.n_obs)]
+        sct.tl.embed_genes(
+            adata, model, groupby="group", precision="fp32", device="cpu", min_genes=10,
+            batch_size=4, chunk_size=5,
+        )  # fmt: skip
+        if "sct_gene" in adata.varm:
+            groups = adata.uns["sct_gene"]["groups"]
+            np.save(out / "emb.npy", np.stack([adata.varm["sct_gene"], *(groups[g] for g in
+                                                ("g0", "g1", "g2"))]))  # fmt: skip
+            np.save(out / "n_cells.npy", adata.var["sct_gene_n_cells"].to_numpy())
+        (out / f"rank{rank}.json").write_text(json.dumps({"result": "sct_gene" in adata.varm}))
+        return
     sct.tl.embed_cells(
         adata, model, pooling=args.pooling, precision="fp32", device="cpu", min_genes=10,
         batch_size=4, chunk_size=5,

@@ -86,3 +86,17 @@ def test_soma_query_sharded_over_two_ranks_equals_one_process(tmp_path):
     ids = np.load(tmp_path / "ddp" / "joinids.npy")
     np.testing.assert_array_equal(ids, np.arange(37))  # every cell once, in joinid order
     assert json.loads((tmp_path / "ddp" / "rank1.json").read_text()) == {"result": False}
+
+
+@pytest.mark.slow
+def test_embed_genes_over_two_ranks_equals_one_process(tmp_path):
+    _run_both(tmp_path, ["--cells", "37", "--genes", "--stored"])
+    single = np.load(tmp_path / "single" / "emb.npy")
+    ddp = np.load(tmp_path / "ddp" / "emb.npy")
+    assert single.shape == ddp.shape and single.shape[0] == 4  # all cells + 3 groups
+    assert np.abs(single).max() > 0.1
+    np.testing.assert_allclose(ddp, single, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "ddp" / "n_cells.npy"), np.load(tmp_path / "single" / "n_cells.npy")
+    )
+    assert json.loads((tmp_path / "ddp" / "rank1.json").read_text()) == {"result": False}

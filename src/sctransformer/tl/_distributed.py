@@ -37,13 +37,37 @@ def rank_slice(n: int, rank: int, size: int) -> tuple[int, int]:
     return int(bounds[rank]), int(bounds[rank + 1])
 
 
+_CPU_GROUP: list = []
+
+
+def cpu_group():
+    """A gloo group for the CPU-side exchanges (``None``: the default group is gloo already)."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "gloo":
+        return None
+    if not _CPU_GROUP:
+        _CPU_GROUP.append(dist.new_group(backend="gloo"))  # every rank calls this, in turn
+    return _CPU_GROUP[0]
+
+
 def gather_rows(local: np.ndarray, rank: int, size: int) -> np.ndarray | None:
     """Every rank's rows stacked in rank order on rank 0 (``None`` elsewhere)."""
     import torch.distributed as dist
 
     parts = [None] * size if rank == 0 else None
-    dist.gather_object(local, parts, dst=0)
+    dist.gather_object(local, parts, dst=0, group=cpu_group())
     return np.concatenate(parts, axis=0) if rank == 0 else None
+
+
+def sum_to_rank0(values: np.ndarray, rank: int) -> np.ndarray:
+    """``values`` summed over the ranks (float64), on rank 0; other ranks get their own back."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+    dist.reduce(t, dst=0, op=dist.ReduceOp.SUM, group=cpu_group())
+    return t.numpy() if rank == 0 else values
 
 
 def embed_cells(
