@@ -7,12 +7,23 @@ command line's ``--help`` stay fast.
 
 import importlib
 
+from ._backed import open_zarr
 from ._settings import settings
 from ._version import __version__
 
-_SUBPACKAGES = ("datasets", "models", "pl", "pp", "tl", "tokenizers")
+_SUBPACKAGES = ("datasets", "models", "open_zarr", "pl", "pp", "tl", "tokenizers")
 
-__all__ = ["__version__", "datasets", "models", "pl", "pp", "settings", "tl", "tokenizers"]
+__all__ = [
+    "__version__",
+    "datasets",
+    "models",
+    "open_zarr",
+    "pl",
+    "pp",
+    "settings",
+    "tl",
+    "tokenizers",
+]
 
 
 def __getattr__(name: str):

@@ -10,6 +10,9 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._backed import check_writable
+from .._mudata import is_mudata
+from .._mudata import tokenize as tokenize_mudata
 from .._tokens import tokenize_arrays, write_tokens
 
 
@@ -74,6 +77,8 @@ def tokenize(
     ----------
     adata
         Cells × genes; raw counts in ``X`` or ``layer`` (backed AnnData is read in chunks).
+        A :class:`~mudata.MuData` gets one sequence per cell over its modalities (see
+        :doc:`/scale`); its options may be ``{modality: value}`` mappings.
     method
         One of the five above; defaults to the method a model in ``vocab`` was trained with.
     vocab
@@ -141,6 +146,10 @@ def tokenize(
     ``uns["sct"]``
         ``{"params": every parameter, "vocab": the vocabulary as JSON}``.
     """
+    if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
+        kw = {k: v for k, v in locals().items() if k != "adata"}
+        return tokenize_mudata(adata, **kw)
+    check_writable(adata, copy=copy)
     shown = method or getattr(vocab, "tokenize_params", {}).get("method", "")
     start = logg.info(f"tokenizing {adata.n_obs} cells with method={shown!r}")
     tok = tokenize_arrays(

@@ -8,6 +8,7 @@ from ._embed import embed_cells, embed_genes
 from ._integration import integration_metrics
 from ._perturb import in_silico_perturb
 from ._pretrain import pretrain
+from ._soma import embed_soma
 
 __all__ = [
     "CellAnnotator",
@@ -16,6 +17,7 @@ __all__ = [
     "benchmark",
     "embed_cells",
     "embed_genes",
+    "embed_soma",
     "in_silico_perturb",
     "integration_metrics",
     "pretrain",

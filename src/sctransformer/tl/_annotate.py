@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._backed import check_writable
 from .._tokens import model_tokens
 from ..models import resolve
 from ._annotator import METHODS, CellAnnotator, check_threshold, fit_annotator
@@ -136,6 +137,7 @@ def annotate(
     """
     _check_args(method, unknown_threshold, batch_size, chunk_size, epochs, lr,
                 validation_fraction, n_neighbors)  # fmt: skip
+    check_writable(adata, copy=copy)
     _validate.check_nonempty(adata)
     match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes)
     fitted = _as_annotator(model) if labels_key is None else None

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._backed import check_writable
 from .._tokens import stored_for
 from ..models import resolve
 from ._attention_stream import (
@@ -222,6 +223,7 @@ def attention_grn(
     ``uns["sct_grn"]["params"]``
         Every parameter (``method`` names the estimator), with the model name, weights sha256, version, device and seed.
     """
+    check_writable(adata, copy=copy)
     model = resolve(model)
     model.check()
     _validate.check_nonempty(adata)

@@ -9,10 +9,16 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
+from .._backed import check_writable
+from .._mudata import embed_cells as embed_mudata
+from .._mudata import is_mudata
 from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
 from ..train import infer
 from ._common import check_positive, copy_of, resolve_device
+from ._distributed import embed_cells as embed_ranked
+from ._distributed import init as ranks
+from ._distributed import rank_slice, sum_to_rank0, world_size
 
 
 def embed_cells(
@@ -43,7 +49,8 @@ def embed_cells(
     Parameters
     ----------
     adata
-        Cells × genes (counts), or already tokenized.
+        Cells × genes (counts), or already tokenized. A :class:`~mudata.MuData` with a model
+        trained on one is embedded over its modalities' shared cells into ``mdata.obsm``.
     model
         A model, a registry name (see :func:`sctransformer.models.available`) or a checkpoint
         folder.
@@ -80,8 +87,18 @@ def embed_cells(
     Returns
     -------
     ``None`` or the copy. Writes ``obsm["X_sct"]`` (float32, cells × hidden size) and
-    ``uns["sct_embed"]["params"]`` (``sct`` = ``key_added`` without ``X_``).
+    ``uns["sct_embed"]["params"]`` (``sct`` = ``key_added`` without ``X_``). Under ``torchrun``
+    each rank embeds a contiguous slice of the cells and rank 0 gathers them in order and
+    writes; the other ranks leave ``adata`` untouched and return ``None``.
     """
+    if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
+        return embed_mudata(adata, model, pooling=pooling, layer=layer, batch_size=batch_size,
+                            precision=precision, device=device, seed=seed, tokens_key=tokens_key,
+                            min_gene_fraction=min_gene_fraction, key_added=key_added, copy=copy)  # fmt: skip
+    if world_size() > 1:  # under torchrun: each rank its slice, rank 0 gathers and writes
+        kw = {k: v for k, v in locals().items() if k not in ("adata", "model")}
+        return embed_ranked(adata, model, **kw)
+    check_writable(adata, copy=copy)
     model = resolve(model)
     pooling, layer = model.pooling(pooling), model.layer(layer)
     _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
@@ -177,8 +194,10 @@ def embed_genes(
     zeros for genes never seen), ``var["sct_gene_n_cells"]`` (cells contributing),
     ``varm["sct_gene_static"]`` (the model's token embedding of each gene; zeros when the
     vocabulary lacks it), ``uns["sct_gene"]["groups"][g]`` (per group, when ``groupby``)
-    and ``uns["sct_gene"]["params"]``.
+    and ``uns["sct_gene"]["params"]``. Under ``torchrun`` each rank reads a slice of the cells,
+    the sums are added on rank 0, which writes; the other ranks return ``None``.
     """
+    check_writable(adata, copy=copy)
     model = resolve(model)
     vocab = model.check()
     layer = model.layer(layer)
@@ -195,6 +214,8 @@ def embed_genes(
     sums = np.zeros((1 + n_groups, len(vocab), d))
     counts = np.zeros((1 + n_groups, len(vocab)))
     group_codes = groups.cat.codes.to_numpy() if groups is not None else None
+    rank, size = ranks() if world_size() > 1 else (0, 1)  # torchrun: a slice per rank
+    lo, hi = rank_slice(adata.n_obs, rank, size)
     start = logg.info(f"embedding genes over {adata.n_obs} cells")
     bar = logg.progress(total=adata.n_obs, desc="embed genes", unit="cells")
     is_gene = np.asarray(vocab.is_gene)
@@ -205,6 +226,7 @@ def embed_genes(
         chunk_size=chunk_size,
         gene_key=gene_key,
         min_gene_fraction=min_gene_fraction,
+        cells=None if size == 1 else np.arange(lo, hi),
     )
     for a, _, data in chunks:
         for idx, batch, out in infer.batches(
@@ -223,10 +245,14 @@ def embed_genes(
             np.add.at(sums[0], tok[keep], h[keep])
             np.add.at(counts[0], tok[keep], 1)
             if group_codes is not None:
-                g = group_codes[a + idx][cell_of][keep] + 1
+                g = group_codes[lo + a + idx][cell_of][keep] + 1
                 np.add.at(sums, (g, tok[keep]), h[keep])
                 np.add.at(counts, (g, tok[keep]), 1)
     bar.close()
+    if size > 1:
+        sums, counts = sum_to_rank0(sums, rank), sum_to_rank0(counts, rank)
+        if rank != 0:
+            return None  # rank 0 holds and writes the result
     means = sums / np.maximum(counts, 1)[..., None]
     found = var_ids >= 0
 

@@ -120,6 +120,13 @@ def pretrain(
     ``uns["sct_pretrain"]``: ``{"params": ... (with model name, sha256, version, device and
     seed), "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
     """
+    from .._mudata import is_mudata
+
+    if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
+        kw = {k: v for k, v in locals().items() if k not in ("adata", "is_mudata")}
+        from .._mudata import pretrain as pretrain_mudata
+
+        return pretrain_mudata(adata, **kw)
     import torch
 
     from ..models import resolve
