@@ -8,7 +8,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _validate
@@ -16,6 +15,8 @@ from .. import logging as logg
 from .._backed import check_writable
 from .._tokens import stored_for
 from ..models import resolve
+from ._attention_compare import _check_group_sizes, _compare_labels, _compare_table, _sparsify
+from ._attention_maps import _means, attention_maps
 from ._attention_stream import (
     OVERALL,
     _check_normalize,
@@ -29,46 +30,12 @@ from ._common import check_positive, copy_of, resolve_device
 from ._grn_estimators import (
     METHODS,
     Permutations,
-    bh_fdr,
-    permutation_test,
     stream_attention_grad,
     stream_deletion,
     stream_embedding,
 )
 
 __all__ = ["attention_grn", "attention_maps", "resolve_heads", "resolve_layers"]
-
-
-def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``sums / counts`` per slot, NaN where two genes never met in a cell."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-
-
-def _sparsify(weights, counts, sel, n_vars, *, top_k, threshold, min_cells):
-    """Top-k targets per source gene after thresholding, as CSR in var coordinates."""
-    g = len(sel)
-    ok = (counts >= max(min_cells, 1)) & ~np.eye(g, dtype=bool) & np.isfinite(weights)
-    if threshold is not None:
-        ok &= weights >= threshold
-    k = g if top_k is None else min(top_k, g)
-    score = np.where(ok, weights, -np.inf)
-    if k < g:
-        cols = np.argpartition(-score, k - 1, axis=1)[:, :k]
-    else:
-        cols = np.broadcast_to(np.arange(g), (g, g))
-    rows = np.repeat(np.arange(g), k)
-    cols = np.asarray(cols).ravel()
-    keep = ok[rows, cols]
-    r, c = rows[keep], cols[keep]
-    w = weights[r, c].astype(np.float32)
-    n = counts[r, c].astype(np.int64)
-    shape = (n_vars, n_vars)
-    mat = sp.csr_matrix((w, (sel[r], sel[c])), shape=shape)
-    cnt = sp.csr_matrix((n, (sel[r], sel[c])), shape=shape)
-    mat.sort_indices()
-    cnt.sort_indices()
-    return mat, cnt, pd.DataFrame({"source": r, "target": c, "weight": w, "n_cells": n})
 
 
 def attention_grn(
@@ -426,154 +393,3 @@ def _resolve_min_cells(min_cells, n_cells: int) -> int:
             "lower min_cells (or None for 5% of the cells, at most 10)"
         )
     return int(min_cells)
-
-
-def _check_group_sizes(codes, group_names, groupby) -> None:
-    if not group_names:
-        return
-    sizes = np.bincount(codes, minlength=len(group_names))
-    small = [g for g, n in zip(group_names, sizes, strict=True) if n < 2]
-    if small:
-        raise ValueError(
-            f"obs[{groupby!r}] has groups with a single cell: {small[:10]}; a network needs at "
-            "least 2 cells per group: merge those cells into another group or drop them"
-        )
-
-
-def _compare_labels(codes, group_names, groupby, compare, n_permutations):
-    """0 / 1 for the cells of the two compared groups, -1 elsewhere (``None`` without compare)."""
-    if compare is None:
-        return None
-    if groupby is None:
-        raise ValueError("compare needs groupby: the obs column that holds the two groups")
-    if isinstance(compare, str) or len(compare) != 2:
-        raise ValueError(f"compare must name two groups of obs[{groupby!r}], got {compare!r}")
-    a, b = (str(c) for c in compare)
-    if a == b:
-        raise ValueError(f"compare names the same group twice: {a!r}")
-    missing = [c for c in (a, b) if c not in group_names]
-    if missing:
-        raise ValueError(f"compare groups not in obs[{groupby!r}]: {missing}; have {group_names}")
-    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int | np.integer):
-        raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
-    if n_permutations < 1:
-        raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
-    labels = np.full(len(codes), -1, dtype=np.int8)
-    labels[codes == group_names.index(a)] = 0
-    labels[codes == group_names.index(b)] = 1
-    return labels
-
-
-def _compare_table(stats, perm_stats, ia, ib, sym, sel, var_names, n_perm, **opts):
-    """Edges kept in either group's network, their difference and its permutation p-value."""
-    wa, wb = sym(stats.weights(ia)), sym(stats.weights(ib))
-    ca, cb = stats.pair_counts(ia), stats.pair_counts(ib)
-    g = len(sel)
-    ka = _sparsify(wa, ca, np.arange(g), g, **opts)[0]
-    kb = _sparsify(wb, cb, np.arange(g), g, **opts)[0]
-    union = (ka != 0).maximum(kb != 0).tocoo()
-    r, c = union.row, union.col
-    both = (ca[r, c] >= opts["min_cells"]) & (cb[r, c] >= opts["min_cells"])
-    r, c = r[both], c[both]
-    observed = wa[r, c] - wb[r, c]
-
-    def diffs():
-        for p in range(n_perm):
-            yield sym(perm_stats.weights(2 * p))[r, c] - sym(perm_stats.weights(2 * p + 1))[r, c]
-
-    pvalue = permutation_test(observed, diffs())
-    table = pd.DataFrame(
-        {
-            "source": var_names[sel[r]].astype(str),
-            "target": var_names[sel[c]].astype(str),
-            "weight_a": wa[r, c].astype(np.float32),
-            "weight_b": wb[r, c].astype(np.float32),
-            "difference": observed.astype(np.float32),
-            "n_cells_a": ca[r, c].astype(np.int64),
-            "n_cells_b": cb[r, c].astype(np.int64),
-            "pvalue": pvalue,
-            "fdr": bh_fdr(pvalue),
-        }
-    )
-    order = np.lexsort((-np.abs(table["difference"].to_numpy()), table["pvalue"].to_numpy()))
-    return table.iloc[order].reset_index(drop=True)
-
-
-def attention_maps(
-    adata: AnnData,
-    model,
-    *,
-    genes: Sequence[str],
-    cells=None,
-    layers: int | Sequence[int] | Literal["all"] = "all",
-    heads: Literal["all"] | Sequence[int] = "all",
-    normalize: Literal["rank", "softmax"] | None = "softmax",
-    batch_size: int = 16,
-    chunk_size: int = 2048,
-    device: str = "auto",
-    tokens_key: str = "sct",
-) -> dict:
-    """Mean attention among ``genes`` per layer and head, over ``cells`` (for plots).
-
-    Returns
-    -------
-    ``{"maps": [layers, heads, genes, genes] (NaN where two genes never met),
-    "n_cells": [genes, genes], "layers": 1-based, "heads": 0-based, "genes": names}``.
-    """
-    model = resolve(model)
-    model.check()
-    _validate.check_nonempty(adata)
-    layer_idx = resolve_layers(layers, model.config.num_layers)
-    head_idx = resolve_heads(heads, model.config.num_heads)
-    if head_idx is None:
-        head_idx = list(range(model.config.num_heads))
-    _check_normalize(normalize)
-    if genes is None:
-        raise ValueError("genes is required: the genes to show")
-    sel, lookup = select_genes(adata, model, genes)
-    sub = adata if cells is None else adata[_cell_positions(adata, cells)]
-    if sub.n_obs == 0:
-        raise ValueError("cells selects no cell")
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    acc, _ = stream_attention(
-        sub,
-        model,
-        lookup=lookup,
-        codes=np.zeros(sub.n_obs, dtype=np.int64),
-        n_groups=1,
-        layers=layer_idx,
-        heads=head_idx,
-        normalize=normalize,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        device=dev,
-        tokens_key=tokens_key,
-        desc="attention",
-    )
-    sums, counts = acc.result()
-    maps = _means(sums[0], counts[0]).reshape(len(layer_idx), len(head_idx), len(sel), len(sel))
-    return {
-        "maps": maps,
-        "n_cells": counts[0],
-        "layers": [i + 1 for i in layer_idx],
-        "heads": head_idx,
-        "genes": [str(adata.var_names[i]) for i in sel],
-    }
-
-
-def _cell_positions(adata: AnnData, cells) -> np.ndarray:
-    """Integer positions from obs names, a boolean mask or positions."""
-    arr = np.asarray(cells)
-    if arr.dtype == bool:
-        if arr.shape != (adata.n_obs,):
-            raise ValueError(f"a boolean cells mask needs {adata.n_obs} entries, got {arr.shape}")
-        return np.flatnonzero(arr)
-    if arr.dtype.kind in "iu":
-        if arr.size and (arr.min() < -adata.n_obs or arr.max() >= adata.n_obs):
-            raise ValueError(f"cell positions out of range for {adata.n_obs} cells")
-        return arr.astype(np.int64)
-    pos = pd.Index(adata.obs_names).get_indexer(arr.astype(str))
-    if (pos < 0).any():
-        raise ValueError(f"cells not in obs_names: {arr[pos < 0][:10].tolist()}")
-    return pos
