@@ -72,7 +72,8 @@ def _modalities(mdata, modalities, known: list[str] | None) -> list[str]:
 
 def shared_cells(mdata, mods: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Positions (in ``mdata.obs``) of the cells every modality has, and each modality's row
-    of those cells. Raises when no cell is shared."""
+    of those cells. Raises when no cell is shared.
+    """
     names = pd.Index(mdata.obs_names)
     if not names.is_unique:
         raise ValueError(
@@ -104,7 +105,8 @@ def shared_cells(mdata, mods: list[str]) -> tuple[np.ndarray, dict[str, np.ndarr
 
 def _option(value, mod: str, mods):
     """``value[mod]`` when ``value`` maps modality names to values, else ``value`` itself
-    (a gene → median mapping is not keyed by modalities)."""
+    (a gene → median mapping is not keyed by modalities).
+    """
     if isinstance(value, Mapping) and value and set(map(str, value)) <= set(mods):
         return value.get(mod)
     return value

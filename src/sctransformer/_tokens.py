@@ -147,7 +147,8 @@ def tokenize_arrays(
 
     def chunks(whole: bool = True):
         """(start, stop, CSR) over cells, genes merged; an in-memory CSR matrix comes whole
-        when nothing is merged (encoding's scratch memory is bounded by its row blocks)."""
+        when nothing is merged (encoding's scratch memory is bounded by its row blocks).
+        """
         it = iter_chunks(adata, layer=layer, chunk_size=chunk_size,
                          whole_csr=whole and merge is None)  # fmt: skip
         for a, b, csr in it:
@@ -321,7 +322,8 @@ def read_tokens(
 
 def stored_for(adata: AnnData, model, key: str, *, batch_key: str | None = None) -> bool:
     """Whether ``adata`` holds tokens under ``key`` made with ``model``'s vocabulary and method
-    (and the same batch condition tokens)."""
+    (and the same batch condition tokens).
+    """
     k = layout(key)
     if k["tokens"] not in adata.obsm or key not in adata.uns:
         return False

@@ -29,22 +29,27 @@ def _log(
 
 
 def error(msg: str, **kw) -> datetime:
+    """Log ``msg`` at level error; returns the time (pass it as ``time=`` to a later call)."""
     return _log(ERROR, msg, **kw)
 
 
 def warning(msg: str, **kw) -> datetime:
+    """Log ``msg`` at level warning (prefixed ``WARNING:``)."""
     return _log(WARNING, f"WARNING: {msg}", **kw)
 
 
 def info(msg: str, **kw) -> datetime:
+    """Log ``msg`` at level info; ``time=`` appends the time since then, ``deep=`` details."""
     return _log(INFO, msg, **kw)
 
 
 def hint(msg: str, **kw) -> datetime:
+    """Log ``msg`` at level hint."""
     return _log(HINT, msg, **kw)
 
 
 def debug(msg: str, **kw) -> datetime:
+    """Log ``msg`` at level debug."""
     return _log(DEBUG, msg, **kw)
 
 

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 
 def pbmc68k_counts() -> AnnData:
-    """scanpy's ``pbmc68k_reduced`` (700 PBMCs × 765 genes) with integer counts recovered.
+    """Scanpy's ``pbmc68k_reduced`` (700 PBMCs × 765 genes) with integer counts recovered.
 
     scanpy ships this subset only log-normalised (``.raw``: ``log1p`` of counts scaled to a
     common total). Counts are reconstructed per cell as
@@ -48,7 +48,7 @@ def pbmc68k_counts() -> AnnData:
 
 
 def celltypist_sample() -> AnnData:
-    """celltypist's bundled sample: 559 cells × 32,786 genes of raw UMI counts, no labels.
+    """Celltypist's bundled sample: 559 cells × 32,786 genes of raw UMI counts, no labels.
 
     Needs the ``celltypist`` package (``pip install celltypist``); read from the file it
     ships (``celltypist/data/samples/sample_cell_by_gene.csv``), no download.

@@ -34,7 +34,7 @@ def _place_hint(url: str, sha256: str, dest: Path) -> str:
 
 
 def _download(url: str, output_file, pooch_instance, check_only: bool = False):
-    """pooch downloader over requests that closes its connection on every path (also errors)."""
+    """Pooch downloader over requests that closes its connection on every path (also errors)."""
     import requests
 
     with requests.Session() as session:

@@ -250,7 +250,7 @@ class Model:
         )
 
     def with_batch_tokens(self, batches) -> tuple[Model, list[str]]:
-        """This model, or a copy whose vocabulary also has ``<batch=…>`` tokens for ``batches``.
+        """Return this model, or a copy whose vocabulary also has ``<batch=…>`` tokens for ``batches``.
 
         Existing ids keep their place; new rows of the token embedding start at the mean of
         the model's existing batch tokens (zeros when it has none), so an unseen batch starts

@@ -232,7 +232,7 @@ def _prefix_lengths(key_padding: torch.Tensor) -> torch.Tensor | None:
 
 
 def _xformers(q, k, v, key_padding, causal, allowed, dropout_p):
-    """xformers kernel; ``allowed`` (dense mask) or ``key_padding``/``causal``, not both."""
+    """Xformers kernel; ``allowed`` (dense mask) or ``key_padding``/``causal``, not both."""
     import xformers.ops as xops
     from xformers.ops.fmha import attn_bias as xbias
 

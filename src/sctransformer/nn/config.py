@@ -91,13 +91,16 @@ class TransformerConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head."""
         return self.hidden_size // self.num_heads
 
     def to_dict(self) -> dict:
+        """Every field as a plain dictionary."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TransformerConfig:
+        """A configuration from :meth:`to_dict`'s output; unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -105,6 +108,7 @@ class TransformerConfig:
         return cls(**d)
 
     def to_json(self, path: str | Path | None = None) -> str:
+        """The configuration as JSON text, also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
         if path is not None:
             Path(path).write_text(text)
@@ -112,6 +116,7 @@ class TransformerConfig:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> TransformerConfig:
+        """A configuration from JSON text or a file of it."""
         s = str(text_or_path)
         text = s if s.lstrip().startswith("{") else Path(s).read_text()
         return cls.from_dict(json.loads(text))

@@ -81,7 +81,7 @@ def causal_mask(padding_mask: torch.Tensor) -> torch.Tensor:
 
 
 def generative_mask(padding_mask: torch.Tensor, gen_mask: torch.Tensor) -> torch.Tensor:
-    """scGPT's generative attention mask.
+    """ScGPT's generative attention mask.
 
     Genes are split into *known* genes (their values are inputs) and genes *to be generated*
     (``gen_mask`` is ``True``). Known genes attend to known genes only; a gene to be generated

@@ -202,7 +202,8 @@ def choose_precision(
     training: bool = False,
 ) -> str:
     """:func:`resolve_precision` as a name (``"fp32"``, ``"bf16"``, ``"fp16"``) to record in
-    params and pass on, so that ``"auto"`` is decided once per call."""
+    params and pass on, so that ``"auto"`` is decided once per call.
+    """
     return _NAMES[
         resolve_precision(precision, device, config=config, length=length, training=training)
     ]

@@ -161,7 +161,7 @@ class CellAnnotator:
         min_gene_fraction: float = 0.2,
         min_genes: int = 50,
     ) -> CellAnnotator:
-        """This annotator, checked against ``adata``'s genes, with tokens for its new batches."""
+        """Return this annotator, checked against ``adata``'s genes, with tokens for its new batches."""
         _validate.check_nonempty(adata)
         self.model.check_genes(
             adata,
@@ -193,7 +193,8 @@ class CellAnnotator:
         copy: bool = False,
     ) -> AnnData | None:
         """Annotate ``adata`` with this classifier; writes the keys listed in
-        :func:`~sctransformer.tl.annotate`."""
+        :func:`~sctransformer.tl.annotate`.
+        """
         check_threshold(unknown_threshold)
         proba = self.predict_proba(
             adata,

@@ -47,7 +47,7 @@ def average_ranks(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def rank_normalize(maps: torch.Tensor, tokens_used: torch.Tensor) -> torch.Tensor:
-    """scGPT's rank normalisation of attention maps: by rows, then by columns.
+    """ScGPT's rank normalisation of attention maps: by rows, then by columns.
 
     Parameters
     ----------

@@ -1,5 +1,6 @@
 """Sparse networks from dense gene × gene weights, and the condition comparison of
-``sct.tl.attention_grn`` (group sizes, permuted labels, the difference table)."""
+``sct.tl.attention_grn`` (group sizes, permuted labels, the difference table).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The attention pass of ``sct.tl.attention_grn``: argument checks, gene selection and the
-streaming accumulation over cells."""
+streaming accumulation over cells.
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ METRICS = ("accuracy", "macro_f1", "balanced_accuracy", "auroc", "time_s")
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[dict, dict]:
     """Accuracy, macro-F1 (over classes in truth or prediction, as scikit-learn), balanced
-    accuracy (mean recall over classes in truth) and per-class F1 (0 where undefined)."""
+    accuracy (mean recall over classes in truth) and per-class F1 (0 where undefined).
+    """
     y_true = np.asarray(y_true).astype(str)
     y_pred = np.asarray(y_pred).astype(str)
     labels = sorted(set(y_true) | set(y_pred))
@@ -117,7 +118,8 @@ def _log_normalised(adata: AnnData, cells: np.ndarray, layer: str | None):
 
 def _hvg(x_train, n_top: int) -> np.ndarray:
     """Indices of the ``n_top`` most variable genes of the training cells (scanpy's
-    ``highly_variable_genes``, Seurat flavour, on log-normalised values)."""
+    ``highly_variable_genes``, Seurat flavour, on log-normalised values).
+    """
     import scanpy as sc
 
     if n_top >= x_train.shape[1]:
@@ -134,7 +136,8 @@ def _dense(x) -> np.ndarray:
 
 def _baseline(name: str, x_tr, y_tr, *, cv: int, n_pcs: int, seed: int):
     """Fit one baseline, tuned by cross-validation on the training cells; returns
-    ``(probability function, its class columns, best parameters)``."""
+    ``(probability function, its class columns, best parameters)``.
+    """
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
@@ -220,8 +223,9 @@ def has_scvi() -> bool:
 
 
 def pca_embedding(x, fit: np.ndarray, *, n_top_genes: int, n_pcs: int, seed: int) -> np.ndarray:
-    """scanpy's PCA of the log-normalised highly variable genes, fit on the cells ``fit`` (genes
-    and components chosen there) and applied to every row of ``x``."""
+    """Scanpy's PCA of the log-normalised highly variable genes, fit on the cells ``fit`` (genes
+    and components chosen there) and applied to every row of ``x``.
+    """
     import scanpy as sc
 
     genes = _hvg(x[fit], n_top_genes)
@@ -235,9 +239,10 @@ def pca_embedding(x, fit: np.ndarray, *, n_top_genes: int, n_pcs: int, seed: int
 
 def scvi_latent(counts, x_norm, batches, *, n_top_genes: int, epochs: int, seed: int,
                 device) -> np.ndarray:  # fmt: skip
-    """scVI (Lopez et al., Nature Methods 2018; scvi-tools) latent means of every cell, trained
+    """ScVI (Lopez et al., Nature Methods 2018; scvi-tools) latent means of every cell, trained
     without labels on all of them (raw counts of the highly variable genes, ``batches`` as the
-    batch covariate when given)."""
+    batch covariate when given).
+    """
     import warnings
 
     import scvi

@@ -1,6 +1,7 @@
 """``sct.tl.benchmark``: transformer arms against tuned classical baselines, on shared splits,
 over several seeds, with the label-prediction, embedding and integration tasks of the field's
-benchmarks (cz-benchmarks, scIB)."""
+benchmarks (cz-benchmarks, scIB).
+"""
 
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def has_xgboost() -> bool:
 
 def default_methods(model) -> list[str]:
     """Every baseline (XGBoost and scVI when installed) and, with a model, every transformer
-    arm; the representations ``pca`` (and ``scvi``, ``sct``) for the embedding tasks."""
+    arm; the representations ``pca`` (and ``scvi``, ``sct``) for the embedding tasks.
+    """
     out = [m for m in BASELINES
            if (m != "xgboost" or has_xgboost()) and (m != "scvi_logreg" or has_scvi())]  # fmt: skip
     out += ["pca", *(["scvi"] if has_scvi() else [])]
@@ -556,7 +558,8 @@ def _integration_batches(adata, cells, test_adata, cells_b, batch_key) -> np.nda
 
 def _splits(adata, cells, y, n_a, split_key, test_groups, test_size, n_folds, test_adata, seed):
     """``[(fold, train indices, test indices)]`` over the labelled cells (those of ``adata``,
-    then those of ``test_adata``)."""
+    then those of ``test_adata``).
+    """
     if test_adata is not None:
         return [(0, np.arange(n_a), np.arange(n_a, len(y)))]
     if n_folds is not None:
@@ -691,7 +694,8 @@ def _run_transformer(net, data, n_a, frozen, y, tr_idx, te_idx, arms, kw, *, bat
 
 def _summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and spread per task × method × metric: each seed's mean over folds, then the mean
-    and standard deviation over seeds (over folds when there is one seed)."""
+    and standard deviation over seeds (over folds when there is one seed).
+    """
     cols = ["task", "method", "family", "metric", "mean", "std", "n", "spread_over"]
     t = table[table["label"] == ""]
     if t.empty:
@@ -713,7 +717,8 @@ def _summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 def summary(adata: AnnData, *, key: str = "sct_benchmark") -> pd.DataFrame:
     """The label-prediction benchmark as a wide table: one row per method, one column per
-    overall metric (each the mean over seeds and folds)."""
+    overall metric (each the mean over seeds and folds).
+    """
     t = _table(adata, key)
     t = t[t["metric"].isin(METRICS) & (t["label"] == "") & (t["task"] == "label_prediction")]
     wide = t.pivot_table(index=["method", "family"], columns="metric", values="value", sort=False)

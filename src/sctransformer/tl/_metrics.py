@@ -95,8 +95,9 @@ def auroc_ovr_macro(y_true, proba: np.ndarray, classes: Sequence[str]) -> float:
 
 
 def asw_label(x: np.ndarray, labels) -> float:
-    """scIB's cell-type ASW: the mean silhouette width of the labels, scaled to ``(s + 1) / 2``
-    (0–1, higher = cell types further apart)."""
+    """ScIB's cell-type ASW: the mean silhouette width of the labels, scaled to ``(s + 1) / 2``
+    (0–1, higher = cell types further apart).
+    """
     from sklearn.metrics import silhouette_samples
 
     s = silhouette_samples(x, np.asarray(labels).astype(str))
@@ -104,9 +105,10 @@ def asw_label(x: np.ndarray, labels) -> float:
 
 
 def asw_batch(x: np.ndarray, batches, labels) -> float:
-    """scIB's batch ASW: within each label with at least two batches (and more cells than
+    """ScIB's batch ASW: within each label with at least two batches (and more cells than
     batches), the silhouette of the batches, ``1 - |s|`` per cell, averaged per label and then
-    over labels (1 = batches mixed within every cell type). NaN when no label qualifies."""
+    over labels (1 = batches mixed within every cell type). NaN when no label qualifies.
+    """
     from sklearn.metrics import silhouette_samples
 
     batches = np.asarray(batches).astype(str)
@@ -133,7 +135,8 @@ def knn_indices(x: np.ndarray, k: int) -> np.ndarray:
 def kbet_acceptance(x: np.ndarray, batches, *, n_neighbors: int, alpha: float = 0.05) -> float:
     """kBET-style acceptance rate (Büttner et al., Nature Methods 2019): the share of cells whose
     ``n_neighbors`` neighbours' batch counts pass a chi-squared test against the global batch
-    frequencies at level ``alpha`` (1 = every neighbourhood as mixed as the data)."""
+    frequencies at level ``alpha`` (1 = every neighbourhood as mixed as the data).
+    """
     from scipy.stats import chi2
 
     codes, n_b = _codes(batches)
@@ -158,7 +161,8 @@ def leiden_match(
     seed: int,
 ) -> dict:
     """Leiden clusters of scanpy's kNN graph of ``x`` at each resolution; the ARI and NMI
-    against ``labels`` at the resolution with the best NMI (scIB's choice)."""
+    against ``labels`` at the resolution with the best NMI (scIB's choice).
+    """
     import scanpy as sc
     from anndata import AnnData
 

@@ -34,7 +34,8 @@ _SHORT_RUN = 32  # runs of equal keys up to this long are repaired by insertion
 
 def _kernel(**options):
     """``njit`` releasing the GIL, cached on disk where numba finds a writable cache folder
-    (set ``NUMBA_CACHE_DIR`` for read-only installs); compiled per process otherwise."""
+    (set ``NUMBA_CACHE_DIR`` for read-only installs); compiled per process otherwise.
+    """
 
     def wrap(fn):
         try:
@@ -54,7 +55,8 @@ def seed_word(seed: int) -> np.uint64:
 @_kernel(inline="always")
 def uniform(seed_mix, row, key):
     """Deterministic uniform number in [0, 1) for (seed, cell index, token id);
-    ``seed_mix = seed_word(seed)``."""
+    ``seed_mix = seed_word(seed)``.
+    """
     z = seed_mix + np.uint64(row) * _C_ROW + np.uint64(key) * _C_KEY
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
@@ -66,7 +68,8 @@ def uniform(seed_mix, row, key):
 def scan_rows(indptr, indices, data, col_ok, n_ok, include_zeros, r0, r1, totals, n_usable):
     """Rows ``r0:r1``: float64 totals over all stored values (where ``totals`` is NaN) and the
     usable genes per row. Returns (all finite, all non-negative, all integer, max value) of
-    the stored values."""
+    the stored values.
+    """
     finite = True
     non_negative = True
     integer = True
@@ -106,7 +109,8 @@ def normalised(indptr, data, totals, r0, r1, normalize, target_sum, out):
 @_kernel()
 def _radix_sort(keys, idx, tmp_keys, tmp_idx, m, hist, n_bytes):
     """Stable ascending sort of ``keys[:m]`` (uint32 below ``2 ** (8 * n_bytes)``) carrying
-    ``idx``; returns the buffers that hold the result (the inputs or the temporaries)."""
+    ``idx``; returns the buffers that hold the result (the inputs or the temporaries).
+    """
     hist[:n_bytes, :] = 0
     for e in range(m):
         k = np.int64(keys[e])
@@ -136,7 +140,8 @@ def _radix_sort(keys, idx, tmp_keys, tmp_idx, m, hist, n_bytes):
 @_kernel()
 def _repair_ties(sorted_keys, order, val, m, run_val):
     """Within runs of equal keys, put elements in descending float64 ``val`` order,
-    keeping var order among exact ties (the run arrives in var order: the sort is stable)."""
+    keeping var order among exact ties (the run arrives in var order: the sort is stable).
+    """
     t = 0
     while t < m - 1:
         if sorted_keys[t + 1] != sorted_keys[t]:
@@ -173,7 +178,7 @@ def _repair_ties(sorted_keys, order, val, m, run_val):
 @_kernel()
 def _adaptive_bins(order, val, cols, m, gene_ids, row, seed_mix, qs, edges, lt, le, h_lt, h_le,
                    out):  # fmt: skip
-    """scGPT bins of a cell's elements (``order``: descending ``val``), 0 for zeros.
+    """ScGPT bins of a cell's elements (``order``: descending ``val``), 0 for zeros.
 
     Edges are ``np.quantile(nonzero, qs)`` by numpy's linear method, operation for operation;
     a value's bin lies between its digits with edges <= value and edges < value, and ties
@@ -390,7 +395,8 @@ def encode_rows(r0, r1, indptr, indices, data, x, x_base, totals, gene_ids, col_
 @_kernel()
 def count_columns(indptr, indices, data, col_ok, r0, r1, counts):
     """Add the nonzero values of each usable column in rows ``r0:r1`` to ``counts``; returns
-    (all finite, all non-negative) of the stored values."""
+    (all finite, all non-negative) of the stored values.
+    """
     finite = True
     non_negative = True
     for j in range(indptr[r0], indptr[r1]):
@@ -408,7 +414,8 @@ def count_columns(indptr, indices, data, col_ok, r0, r1, counts):
 def scatter_columns(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cursor, out):
     """Each nonzero value of a usable column in rows ``r0:r1``, scaled to ``target_sum`` per
     cell, written at its column's ``cursor``. ``totals[i]`` is row ``i``'s denominator; where
-    it is NaN the float64 sum of the row's stored values is used."""
+    it is NaN the float64 sum of the row's stored values is used.
+    """
     for i in range(r0, r1):
         t = totals[i]
         if t != t:
@@ -429,7 +436,8 @@ _RADIX_BUCKETS = 2048
 def _kth_positive(values, lo, hi, k, hist, buf):
     """The ``k``-th smallest (0-based) of ``values[lo:hi]``, all positive and finite, by a radix
     select on their IEEE-754 bits (monotone for positive doubles); ``values`` is not changed.
-    ``hist`` holds ``_RADIX_BUCKETS`` counters, ``buf`` at least ``hi - lo`` words."""
+    ``hist`` holds ``_RADIX_BUCKETS`` counters, ``buf`` at least ``hi - lo`` words.
+    """
     bits = values.view(np.uint64)
     n = hi - lo
     kmin = bits[lo]
@@ -491,7 +499,8 @@ def _kth_positive(values, lo, hi, k, hist, buf):
 def segment_medians(starts, values, c0, c1, out):
     """``np.median`` of ``values[starts[c]:starts[c + 1]]`` for columns ``c0:c1`` (NaN where
     empty); the values must be positive and finite (normalised nonzero counts) and are left
-    as they are."""
+    as they are.
+    """
     cap = 1
     for c in range(c0, c1):
         cap = max(cap, starts[c + 1] - starts[c])
@@ -533,7 +542,8 @@ def segment_medians(starts, values, c0, c1, out):
 def count_rows(indptr, indices, data, col_ok, r0, r1, counts, totals):
     """Rows ``r0:r1``: add each usable column's nonzero values to ``counts``, and write each
     row's float64 sum over all stored values into ``totals`` where it is NaN. Returns (all
-    finite, all non-negative)."""
+    finite, all non-negative).
+    """
     finite = True
     non_negative = True
     for i in range(r0, r1):
@@ -555,7 +565,8 @@ def count_rows(indptr, indices, data, col_ok, r0, r1, counts, totals):
 @_kernel()
 def scatter_images(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cursor, out):
     """The float32 image of each usable nonzero value of rows ``r0:r1`` scaled to
-    ``target_sum / totals[i]``, written at its column's ``cursor``."""
+    ``target_sum / totals[i]``, written at its column's ``cursor``.
+    """
     for i in range(r0, r1):
         t = totals[i]
         for j in range(indptr[i], indptr[i + 1]):
@@ -626,7 +637,8 @@ def _kth_bits(bits, lo, hi, k, hist, buf):
 def select_images(starts, images, c0, c1, target, rank, size):
     """For columns ``c0:c1``: the images of the two middle elements (``target[c, 0]`` lower,
     ``[c, 1]`` upper; equal for odd counts), each one's rank among the values sharing its
-    image (``rank``) and how many share it (``size``)."""
+    image (``rank``) and how many share it (``size``).
+    """
     bits = images.view(np.uint32)
     cap = 1
     for c in range(c0, c1):
@@ -676,7 +688,8 @@ def collect_exact(indptr, indices, data, col_ok, r0, r1, target_sum, totals, tar
                   gpos, out):  # fmt: skip
     """The float64 values whose float32 image is a column's target image (``target[c, 0]``
     lower, ``[c, 1]`` upper middle, as float32), written from ``gstart[c, s]`` on (``gpos``
-    counts them). A lower target equal to the upper one shares its group."""
+    counts them). A lower target equal to the upper one shares its group.
+    """
     for i in range(r0, r1):
         t = totals[i]
         for j in range(indptr[i], indptr[i + 1]):
@@ -695,7 +708,8 @@ def collect_exact(indptr, indices, data, col_ok, r0, r1, target_sum, totals, tar
 @_kernel()
 def exact_medians(counts, gstart, rank, size, target, groups, out):
     """``np.median`` of each column (NaN where empty) from the float64 values collected
-    around its middle (``groups``)."""
+    around its middle (``groups``).
+    """
     for c in range(counts.shape[0]):
         n = counts[c]
         if n == 0:

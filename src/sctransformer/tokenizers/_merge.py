@@ -50,7 +50,8 @@ class Merge:
 
 def plan(keys) -> Merge | None:
     """The merge of columns sharing a key (``None`` keys stay alone); ``None`` when no two
-    columns share one, so the common case costs one pass over the keys."""
+    columns share one, so the common case costs one pass over the keys.
+    """
     keys = list(keys)
     seen: dict = {}
     column = np.empty(len(keys), dtype=np.int64)

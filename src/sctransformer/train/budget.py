@@ -69,6 +69,7 @@ class MemoryEstimate:
     parts: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
+        """The parts in GiB, e.g. ``"weights 0.10, activations 1.20 GiB"``."""
         return ", ".join(f"{k} {v / GiB:.2f}" for k, v in self.parts.items()) + " GiB"
 
 

@@ -85,7 +85,8 @@ def schedule(step: int, total: int, warmup: int, kind: str = "cosine") -> float:
 def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int, *, lr_of=None):
     """AdamW (no weight decay on biases and norms) and its warm-up + cosine-decay schedule over
     ``total`` steps. ``lr_of(parameter)`` gives a parameter its own base rate (default
-    ``cfg.lr``), e.g. a new head faster than a pretrained encoder."""
+    ``cfg.lr``), e.g. a new head faster than a pretrained encoder.
+    """
     named = list(model.named_parameters())
     groups: dict[tuple[float, float], list] = {}
     for n, p in named:
@@ -105,7 +106,8 @@ def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int, *, lr_of=Non
 
 def seed_step(seed: int, step: int) -> torch.Generator:
     """Seed step ``step``'s dropout (torch's global generator) and return its masking
-    generator, so a step's randomness depends on (seed, step) only: resume is exact."""
+    generator, so a step's randomness depends on (seed, step) only: resume is exact.
+    """
     torch.manual_seed(seed * 1_000_003 + step)
     return torch.Generator().manual_seed(seed * 1_000_033 + step)
 

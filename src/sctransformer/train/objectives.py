@@ -17,7 +17,7 @@ LOGIT_ELEMENTS = 16 * 2**20
 
 
 def _local(draws: torch.Tensor, batch: dict) -> torch.Tensor:
-    """This share's rows (and columns: a micro-batch may be trimmed to its longest cell)."""
+    """Return this share's rows (and columns: a micro-batch may be trimmed to its longest cell)."""
     rows = batch.get("rows")
     if rows is not None:
         draws = draws[rows]
@@ -99,7 +99,8 @@ def masked_batch(
     mask_values: bool,
 ) -> tuple[dict, torch.Tensor]:
     """Corrupt a batch BERT-style: of the chosen gene positions 80% ``<mask>``, 10% a random
-    gene, 10% unchanged (tokens); chosen values are replaced by the mask value."""
+    gene, 10% unchanged (tokens); chosen values are replaced by the mask value.
+    """
     tokens, values = batch["tokens"], batch["values"]
     candidates = batch["padding_mask"] & is_gene[tokens]
     chosen = _choose(candidates, prob, _uniform(batch, gen))
@@ -121,6 +122,7 @@ def masked_batch(
 
 
 def mlm_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
+    """Masked-token loss (token, bin and value heads) summed, and the positions predicted."""
     has_tokens = "mlm" in model.heads
     corrupted, chosen = masked_batch(
         batch,
@@ -161,7 +163,7 @@ def ntp_loss(model, batch, *, precision_ctx, **_):
 
 
 def generative_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
-    """scGPT's generative task: chosen genes are hidden and predicted from the known genes only."""
+    """ScGPT's generative task: chosen genes are hidden and predicted from the known genes only."""
     candidates = batch["padding_mask"] & is_gene[batch["tokens"]]
     chosen = _choose(candidates, prob, _uniform(batch, gen))
     tokens, values = batch["tokens"].clone(), batch["values"].clone()
