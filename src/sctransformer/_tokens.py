@@ -356,6 +356,7 @@ def model_token_chunks(
     from ._settings import settings
 
     reuse = stored_for(adata, model, key, batch_key=batch_key)
+    warned: set[str] = set()
     n = adata.n_obs if cells is None else len(cells)
     gene_key = model.gene_key(adata, gene_key) if hasattr(model, "gene_key") else gene_key
     for a in range(0, n, chunk_size):
@@ -378,6 +379,10 @@ def model_token_chunks(
                 batch_key=batch_key,
                 min_gene_fraction=min_gene_fraction,
             )
+        for message in tok.warnings:  # each kind once, not once per chunk
+            if message.split(";")[0][-40:] not in warned:
+                warned.add(message.split(";")[0][-40:])
+                _validate.warn(message)
         yield a, b, tok.arrays
 
 
