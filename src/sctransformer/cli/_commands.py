@@ -11,6 +11,8 @@ import json
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._io import CliError, Staged, check_exists, model_argument, read_input
@@ -176,37 +178,123 @@ def _heads_arg(values, *, words):
 
 # --- commands ----------------------------------------------------------------------------------
 
+GENE_OPTIONS = " ".join(GENE_MATCH)
+#: The runtime and key options that _parser._model_options declares (with precision, chunks).
+MODEL_RUN = "batch_size chunk_size precision device tokens_key key_added"
 
-def cmd_tokenize(args, argv):
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = model_argument(args.model, stack)
-        vocab = sct.models.load(model) if model else None
-        sct.pp.tokenize(
-            adata,
-            method=args.method,
-            vocab=vocab,
-            layer=args.layer,
-            gene_key=args.gene_key,
-            max_length=args.max_length,
-            target_sum=args.target_sum,
-            normalize=args.normalize,
-            n_bins=args.n_bins,
-            bin_width=args.bin_width,
-            select=args.select,
-            include_zeros=args.include_zeros,
-            add_cls=args.add_cls,
-            add_eos=args.add_eos,
-            pad_value=args.pad_value,
-            gene_medians=args.gene_medians,
-            batch_key=args.batch_key,
-            seed=args.seed,
-            min_gene_fraction=args.min_gene_fraction,
-            chunk_size=args.chunk_size,
-            key_added=args.key_added,
-        )
-        _write_h5ad(adata, args, argv, out)
+
+def _options(args, names: str) -> dict:
+    """``{name: args.name}`` for space-separated option names: keywords of the same name."""
+    return {name: getattr(args, name) for name in names.split()}
+
+
+def _unset_none(value):
+    """``--normalize none``: the function's None."""
+    return None if value == "none" else value
+
+
+def _attention_keywords(args, *, heads: tuple[str, ...]) -> dict:
+    """``--layers``, ``--heads`` and ``--normalize`` of the attention subcommands."""
+    return {
+        "layers": _layers_arg(args.layers),
+        "heads": _heads_arg(args.heads, words=heads),
+        "normalize": _unset_none(args.normalize),
+    }
+
+
+def _embedding_export(option: str, slot: str, names: str):
+    """Write ``adata.<slot>[key_added]`` (rows named by ``adata.<names>``) to ``--<option>``."""
+
+    def export(adata, args, out: Staged, result) -> None:
+        if getattr(args, option):
+            x = getattr(adata, slot)[args.key_added]
+            table = _embedding_table(x, getattr(adata, names), "dim")
+            _tsv(table, out, getattr(args, option), index=True)
+
+    return export
+
+
+def _uns_export(option: str, part: str, *, default=None):
+    """Write ``adata.uns[key_added][part]`` to ``--<option>`` (else to ``default(args)``)."""
+
+    def export(adata, args, out: Staged, result) -> None:
+        path = getattr(args, option) or (default(args) if default else None)
+        if path:
+            _tsv(adata.uns[args.key_added][part], out, path, index=False)
+
+    return export
+
+
+def _save_annotator(adata, args, out: Staged, annotator) -> None:
+    if args.save_annotator:
+        annotator.save(out.folder(args.save_annotator))
+
+
+def _export_labels(adata, args, out: Staged, result) -> None:
+    if args.export_labels:
+        k = args.key_added
+        cols = [c for c in (k, f"{k}_score") if c in adata.obs]
+        _tsv(adata.obs[cols], out, args.export_labels, index=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A data subcommand: read INPUT, call one library function, write its outputs atomically.
+
+    ``options`` (space-separated) go to the function as keywords of the same name; the
+    gene-match options follow where ``gene_match`` (and reach the function only if it takes
+    them, see :func:`_call`). ``model`` says how ``--model`` goes in: ``"positional"`` (after
+    adata), ``"model"`` or ``"vocab"`` (a keyword; ``vocab`` loads it first) or ``None`` (the
+    subcommand has no model). ``keywords(args)`` adds keywords computed from options;
+    ``exports`` write extra outputs, staged in order before the main one, which is the figure
+    the function returns (``figure``) or the h5ad.
+    """
+
+    func: str  # below ``sct``: "tl.embed_cells"
+    options: str
+    model: str | None = "positional"
+    gene_match: bool = True
+    counts_layer: bool = True
+    keywords: Callable[..., dict] | None = None
+    exports: tuple[Callable[..., None], ...] = ()
+    figure: bool = False
+    reference: bool = False
+
+    def __call__(self, args, argv) -> None:
+        if self.figure:
+            _agg()
+        sct = _sct()
+        if self.reference and args.reference and not args.labels_key:
+            raise CliError("--reference needs --labels-key (the obs column of its labels)")
+        adata = _read(args)
+        ref = read_input(args.reference) if self.reference and args.reference else None
+        package, name = self.func.split(".")
+        func = getattr(getattr(sct, package), name)
+        with contextlib.ExitStack() as stack, Staged() as out:
+            model = model_argument(args.model, stack) if self.model else None
+            with _counts_from(args.counts_layer if self.counts_layer else None, adata, ref):
+                kw = _options(args, self.options)
+                if self.model == "model":
+                    kw["model"] = model
+                elif self.model == "vocab":
+                    kw["vocab"] = sct.models.load(model) if model else None
+                if self.reference:
+                    kw["reference"] = ref
+                if self.keywords:
+                    kw.update(self.keywords(args))
+                if self.figure:
+                    kw.update(show=False, return_fig=True)
+                positional = (model,) if self.model == "positional" else ()
+                if self.gene_match:
+                    result = _call(func, adata, *positional, **kw, **_options(args, GENE_OPTIONS))
+                else:
+                    result = func(adata, *positional, **kw)
+            for export in self.exports:
+                export(adata, args, out, result)
+            if self.figure:
+                _save_figure(result, args, argv, out)
+            else:
+                _write_h5ad(adata, args, argv, out)
 
 
 def cmd_pretrain(args, argv):
@@ -217,34 +305,19 @@ def cmd_pretrain(args, argv):
         if args.max_length and f"{args.tokens_key}_tokens" not in adata.obsm:
             sct.pp.tokenize(
                 adata,
-                method=args.method,
                 vocab=sct.models.load(model_in) if model_in else None,
-                max_length=args.max_length,
-                batch_key=args.batch_key,
-                seed=args.seed,
                 key_added=args.tokens_key,
+                **_options(args, "method max_length batch_key seed"),
             )
         model = sct.tl.pretrain(
             adata,
             model=model_in,
-            objective=args.objective,
-            method=args.method,
-            tokens_key=args.tokens_key,
-            batch_key=args.batch_key,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            warmup_steps=args.warmup_steps,
-            clip=args.clip,
-            mask_prob=args.mask_prob,
-            precision=args.precision,
-            device=args.device,
-            seed=args.seed,
-            checkpoint_dir=args.checkpoint_dir,
-            checkpoint_every=args.checkpoint_every,
-            resume_from=args.resume_from,
+            **_options(
+                args,
+                "objective method tokens_key batch_key epochs max_steps batch_size lr "
+                "weight_decay warmup_steps clip mask_prob precision device seed checkpoint_dir "
+                "checkpoint_every resume_from",
+            ),
         )
         if args.export_history:
             _tsv(adata.uns["sct_pretrain"]["history"], out, args.export_history, index=False)
@@ -259,213 +332,6 @@ def cmd_pretrain(args, argv):
                     tar.add(f, arcname=f.name)
         else:
             sct.models.save(model, out.folder(args.output), metadata=meta)
-
-
-def _model_task(args, stack):
-    return model_argument(args.model, stack)
-
-
-def cmd_embed(args, argv):
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        with _counts_from(args.counts_layer, adata):
-            _call(
-                sct.tl.embed_cells,
-                adata,
-                model,
-                pooling=args.pooling,
-                layer=args.layer,
-                batch_size=args.batch_size,
-                chunk_size=args.chunk_size,
-                precision=args.precision,
-                device=args.device,
-                tokens_key=args.tokens_key,
-                key_added=args.key_added,
-                gene_key=args.gene_key,
-                min_gene_fraction=args.min_gene_fraction,
-                min_genes=args.min_genes,
-            )
-        if args.export_embedding:
-            table = _embedding_table(adata.obsm[args.key_added], adata.obs_names, "dim")
-            _tsv(table, out, args.export_embedding, index=True)
-        _write_h5ad(adata, args, argv, out)
-
-
-def cmd_embed_genes(args, argv):
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        with _counts_from(args.counts_layer, adata):
-            _call(
-                sct.tl.embed_genes,
-                adata,
-                model,
-                groupby=args.groupby,
-                layer=args.layer,
-                batch_size=args.batch_size,
-                chunk_size=args.chunk_size,
-                precision=args.precision,
-                device=args.device,
-                tokens_key=args.tokens_key,
-                key_added=args.key_added,
-                gene_key=args.gene_key,
-                min_gene_fraction=args.min_gene_fraction,
-                min_genes=args.min_genes,
-            )
-        if args.export_embedding:
-            table = _embedding_table(adata.varm[args.key_added], adata.var_names, "dim")
-            _tsv(table, out, args.export_embedding, index=True)
-        _write_h5ad(adata, args, argv, out)
-
-
-def cmd_annotate(args, argv):
-    sct = _sct()
-    if args.reference and not args.labels_key:
-        raise CliError("--reference needs --labels-key (the obs column of its labels)")
-    adata = _read(args)
-    ref = read_input(args.reference) if args.reference else None
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        with _counts_from(args.counts_layer, adata, ref):
-            annotator = _call(
-                sct.tl.annotate,
-                adata,
-                model,
-                reference=ref,
-                labels_key=args.labels_key,
-                method=args.method,
-                freeze=args.freeze,
-                batch_key=args.batch_key,
-                pooling=args.pooling,
-                layer=args.layer,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                encoder_lr=args.encoder_lr,
-                weight_decay=args.weight_decay,
-                class_weight=args.class_weight,
-                validation_fraction=args.validation_fraction,
-                patience=args.patience,
-                n_neighbors=args.n_neighbors,
-                unknown_threshold=args.unknown_threshold,
-                precision=args.precision,
-                device=args.device,
-                seed=args.seed,
-                key_added=args.key_added,
-                gene_key=args.gene_key,
-                min_gene_fraction=args.min_gene_fraction,
-                min_genes=args.min_genes,
-            )
-        if args.save_annotator:
-            annotator.save(out.folder(args.save_annotator))
-        if args.export_labels:
-            k = args.key_added
-            cols = [c for c in (k, f"{k}_score") if c in adata.obs]
-            _tsv(adata.obs[cols], out, args.export_labels, index=True)
-        _write_h5ad(adata, args, argv, out)
-
-
-def cmd_grn(args, argv):
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        with _counts_from(args.counts_layer, adata):
-            _call(
-                sct.tl.attention_grn,
-                adata,
-                model,
-                groupby=args.groupby,
-                layers=_layers_arg(args.layers),
-                heads=_heads_arg(args.heads, words=("mean", "all")),
-                genes=args.genes,
-                normalize=None if args.normalize == "none" else args.normalize,
-                symmetrize=args.symmetrize,
-                top_k=args.top_k or None,
-                threshold=args.threshold,
-                min_cells=args.min_cells,
-                n_top_genes=args.n_top_genes,
-                batch_size=args.batch_size,
-                chunk_size=args.chunk_size,
-                device=args.device,
-                tokens_key=args.tokens_key,
-                key_added=args.key_added,
-                gene_key=args.gene_key,
-                min_gene_fraction=args.min_gene_fraction,
-                min_genes=args.min_genes,
-            )
-        if args.export_edges:
-            _tsv(adata.uns[args.key_added]["edges"], out, args.export_edges, index=False)
-        _write_h5ad(adata, args, argv, out)
-
-
-def cmd_perturb(args, argv):
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        with _counts_from(args.counts_layer, adata):
-            _call(
-                sct.tl.in_silico_perturb,
-                adata,
-                model,
-                genes=args.genes,
-                mode=args.mode,
-                groupby=args.groupby,
-                target=args.target,
-                gene_shifts=args.gene_shifts,
-                pooling=args.pooling,
-                layer=args.layer,
-                batch_size=args.batch_size,
-                chunk_size=args.chunk_size,
-                precision=args.precision,
-                device=args.device,
-                tokens_key=args.tokens_key,
-                key_added=args.key_added,
-                gene_key=args.gene_key,
-                min_gene_fraction=args.min_gene_fraction,
-                min_genes=args.min_genes,
-            )
-        if args.export_table:
-            _tsv(adata.uns[args.key_added]["table"], out, args.export_table, index=False)
-        _write_h5ad(adata, args, argv, out)
-
-
-def cmd_benchmark(args, argv):
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        _call(
-            sct.tl.benchmark,
-            adata,
-            labels_key=args.labels_key,
-            split_key=args.split_key,
-            test_groups=args.test_groups,
-            test_size=args.test_size,
-            methods=args.methods,
-            model=model,
-            layer=args.layer,
-            n_top_genes=args.n_top_genes,
-            n_pcs=args.n_pcs,
-            cv=args.cv,
-            batch_key=args.batch_key,
-            annotate_kwds=args.annotate_kwds,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            device=args.device,
-            seed=args.seed,
-            key_added=args.key_added,
-            gene_key=args.gene_key,
-            min_gene_fraction=args.min_gene_fraction,
-            min_genes=args.min_genes,
-        )
-        table = args.table or str(Path(args.output).with_suffix(".tsv"))
-        _tsv(adata.uns[args.key_added]["table"], out, table, index=False)
-        _write_h5ad(adata, args, argv, out)
 
 
 def _save_figure(fig, args, argv, out: Staged) -> None:
@@ -493,54 +359,6 @@ def _agg():
     import matplotlib
 
     matplotlib.use("Agg")
-
-
-def cmd_plot_heads(args, argv):
-    _agg()
-    sct = _sct()
-    adata = _read(args)
-    with contextlib.ExitStack() as stack, Staged() as out:
-        model = _model_task(args, stack)
-        with _counts_from(args.counts_layer, adata):
-            fig = sct.pl.attention_heads(
-                adata,
-                model,
-                genes=args.genes,
-                cells=args.cells,
-                layers=_layers_arg(args.layers),
-                heads=_heads_arg(args.heads, words=("all",)),
-                normalize=None if args.normalize == "none" else args.normalize,
-                key=args.key,
-                batch_size=args.batch_size,
-                device=args.device,
-                tokens_key=args.tokens_key,
-                cmap=args.cmap,
-                vmin=args.vmin,
-                vmax=args.vmax,
-                panel_size=args.panel_size,
-                show=False,
-                return_fig=True,
-            )
-        _save_figure(fig, args, argv, out)
-
-
-def cmd_plot_grn(args, argv):
-    _agg()
-    sct = _sct()
-    adata = _read(args)
-    with Staged() as out:
-        fig = sct.pl.grn(
-            adata,
-            group=args.group,
-            top=args.top,
-            key=args.key,
-            layout=args.layout,
-            seed=args.seed,
-            node_size=args.node_size,
-            show=False,
-            return_fig=True,
-        )
-        _save_figure(fig, args, argv, out)
 
 
 def _registered(name: str):
@@ -593,16 +411,105 @@ def cmd_demo(args, argv):
 
 
 COMMANDS = {
-    "tokenize": (cmd_tokenize, False),
+    "tokenize": (
+        Step(
+            "pp.tokenize",
+            "method layer gene_key max_length target_sum normalize n_bins bin_width select "
+            "include_zeros add_cls add_eos pad_value gene_medians batch_key seed "
+            "min_gene_fraction chunk_size key_added",
+            model="vocab",
+            gene_match=False,
+            counts_layer=False,
+        ),
+        False,
+    ),
     "pretrain": (cmd_pretrain, True),
-    "embed": (cmd_embed, True),
-    "embed-genes": (cmd_embed_genes, True),
-    "annotate": (cmd_annotate, True),
-    "grn": (cmd_grn, True),
-    "perturb": (cmd_perturb, True),
-    "benchmark": (cmd_benchmark, True),
-    "plot-heads": (cmd_plot_heads, True),
-    "plot-grn": (cmd_plot_grn, False),
+    "embed": (
+        Step(
+            "tl.embed_cells",
+            f"pooling layer {MODEL_RUN}",
+            exports=(_embedding_export("export_embedding", "obsm", "obs_names"),),
+        ),
+        True,
+    ),
+    "embed-genes": (
+        Step(
+            "tl.embed_genes",
+            f"groupby layer {MODEL_RUN}",
+            exports=(_embedding_export("export_embedding", "varm", "var_names"),),
+        ),
+        True,
+    ),
+    "annotate": (
+        Step(
+            "tl.annotate",
+            "labels_key method freeze batch_key pooling layer epochs batch_size lr encoder_lr "
+            "weight_decay class_weight validation_fraction patience n_neighbors "
+            "unknown_threshold precision device seed key_added",
+            reference=True,
+            exports=(_save_annotator, _export_labels),
+        ),
+        True,
+    ),
+    "grn": (
+        Step(
+            "tl.attention_grn",
+            "groupby genes symmetrize threshold min_cells n_top_genes batch_size chunk_size "
+            "device tokens_key key_added",
+            keywords=lambda args: {
+                **_attention_keywords(args, heads=("mean", "all")),
+                "top_k": args.top_k or None,
+            },
+            exports=(_uns_export("export_edges", "edges"),),
+        ),
+        True,
+    ),
+    "perturb": (
+        Step(
+            "tl.in_silico_perturb",
+            f"genes mode groupby target gene_shifts pooling layer {MODEL_RUN}",
+            exports=(_uns_export("export_table", "table"),),
+        ),
+        True,
+    ),
+    "benchmark": (
+        Step(
+            "tl.benchmark",
+            "labels_key split_key test_groups test_size methods layer n_top_genes n_pcs cv "
+            "batch_key annotate_kwds batch_size precision device seed key_added",
+            model="model",
+            counts_layer=False,
+            exports=(
+                _uns_export(
+                    "table",
+                    "table",
+                    default=lambda args: str(Path(args.output).with_suffix(".tsv")),
+                ),
+            ),
+        ),
+        True,
+    ),
+    "plot-heads": (
+        Step(
+            "pl.attention_heads",
+            "genes cells key batch_size device tokens_key cmap vmin vmax panel_size",
+            gene_match=False,
+            keywords=lambda args: _attention_keywords(args, heads=("all",)),
+            figure=True,
+        ),
+        True,
+    ),
+    "plot-grn": (
+        Step(
+            "pl.grn",
+            "group top key layout seed node_size",
+            model=None,
+            gene_match=False,
+            counts_layer=False,
+            figure=True,
+        ),
+        False,
+    ),
     "models": (cmd_models, False),
     "demo": (cmd_demo, True),
 }

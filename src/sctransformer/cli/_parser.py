@@ -15,6 +15,7 @@ METHODS = ["rank", "bin", "adaptive_bin", "value", "sentence"]
 PLOT_FORMATS = ["png", "pdf", "svg"]
 INPUT_FORMATS = ["auto", "h5ad", "10x-h5", "10x-mtx"]
 DEFAULT_MODEL = "sct-tiny-pbmc"
+IMAGE_OUTPUT = "image to write (.png, .pdf, .svg)"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -74,7 +75,7 @@ def _common(p, *, output_help: str, model_default: str | None = DEFAULT_MODEL, m
         help="CPU threads (sct.settings.n_jobs and torch); default: every core",
     )
     _flag(io, "--quiet", "no progress bars, warnings or messages", default=False)
-    _flag(io, "--debug", "show the traceback of an error", default=False)
+    _debug(io)
     if model:
         p.add_argument(
             "--model",
@@ -82,6 +83,17 @@ def _common(p, *, output_help: str, model_default: str | None = DEFAULT_MODEL, m
             help="registry name (see `sctransformer models list`), model folder, or a .tar of one"
             + ("" if model_default else "; default: none"),
         )
+
+
+def _debug(p):
+    _flag(p, "--debug", "show the traceback of an error", default=False)
+
+
+def _no_data(p):
+    """The command-line options of a subcommand that reads no data set."""
+    _debug(p)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.set_defaults(quiet=False, threads=None)
 
 
 def _counts_options(p, *, counts_layer=True, gene_match=True):
@@ -149,6 +161,42 @@ def _tokens_key(p):
     p.add_argument("--tokens-key", default="sct", help="prefix of the token arrays in obsm")
 
 
+def _batch_key(p):
+    p.add_argument("--batch-key", help="obs column that becomes a <batch=...> token")
+
+
+def _model_options(
+    p,
+    key_added: str,
+    key_help: str,
+    *exports: tuple[str, ...],
+    outputs_first: bool = False,
+    tokens_key: bool = True,
+    counts_layer: bool = True,
+    **runtime,
+):
+    """The options of a subcommand that runs a model over the cells, in their help order.
+
+    The runtime ones (:func:`_runtime`) and ``--tokens-key``; ``--key-added`` and the extra
+    outputs, each ``(flag, help)`` or ``(flag, help, metavar)`` (FILE.tsv unless named), after
+    them or, with ``outputs_first``, before; last how counts are read and genes matched.
+    """
+
+    def outputs():
+        p.add_argument("--key-added", default=key_added, help=key_help)
+        for flag, help, *metavar in exports:
+            p.add_argument(flag, metavar=metavar[0] if metavar else "FILE.tsv", help=help)
+
+    if outputs_first:
+        outputs()
+    _runtime(p, **runtime)
+    if tokens_key:
+        _tokens_key(p)
+    if not outputs_first:
+        outputs()
+    _counts_options(p, counts_layer=counts_layer)
+
+
 def _plot_output(p):
     p.add_argument(
         "--format",
@@ -173,9 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     def cmd(name, help):
         return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
+    def data_cmd(name, help, *, output_help="h5ad to write", **common):
+        """A subcommand that reads INPUT and writes OUTPUT."""
+        p = cmd(name, help)
+        _common(p, output_help=output_help, **common)
+        return p
+
     # --- tokenize -------------------------------------------------------------------------
-    t = cmd("tokenize", "sct.pp.tokenize: counts -> token arrays in obsm")
-    _common(t, output_help="h5ad to write", model_default=None)
+    t = data_cmd("tokenize", "sct.pp.tokenize: counts -> token arrays in obsm", model_default=None)
     t.add_argument(
         "--method",
         choices=METHODS,
@@ -206,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["vocab", "data", "none"],
         help="rank only; default: the vocabulary's, else the data's",
     )
-    t.add_argument("--batch-key", help="obs column that becomes a <batch=...> token")
+    _batch_key(t)
     t.add_argument("--seed", type=int, default=0, help="seeds tie-breaking and random selection")
     t.add_argument(
         "--min-gene-fraction",
@@ -224,8 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     # --- pretrain -------------------------------------------------------------------------
-    r = cmd("pretrain", "sct.tl.pretrain: train a model and write its folder")
-    _common(r, output_help="model folder to write (or a .tar with --archive)", model_default=None)
+    r = data_cmd(
+        "pretrain",
+        "sct.tl.pretrain: train a model and write its folder",
+        output_help="model folder to write (or a .tar with --archive)",
+        model_default=None,
+    )
     r.add_argument(
         "--objective",
         choices=["mlm", "ntp", "generative"],
@@ -235,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--method", choices=METHODS[:4], default="rank", help="tokenization")
     r.add_argument("--max-length", type=_positive_int, help="tokens per cell when tokenizing here")
     _tokens_key(r)
-    r.add_argument("--batch-key", help="obs column that becomes a <batch=...> token")
+    _batch_key(r)
     r.add_argument("--epochs", type=_positive_int, default=1, help="passes over the cells")
     r.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
     r.add_argument("--batch-size", type=_positive_int, default=16, help="cells per step")
@@ -257,35 +314,34 @@ def build_parser() -> argparse.ArgumentParser:
     _counts_options(r, gene_match=False)
 
     # --- embed ----------------------------------------------------------------------------
-    e = cmd("embed", "sct.tl.embed_cells: a cell embedding in obsm")
-    _common(e, output_help="h5ad to write")
+    e = data_cmd("embed", "sct.tl.embed_cells: a cell embedding in obsm")
     _pooling_layer(e)
-    _runtime(e, chunk_size=2048)
-    _tokens_key(e)
-    e.add_argument("--key-added", default="X_sct", help="obsm key of the embedding")
-    e.add_argument("--export-embedding", metavar="FILE.tsv", help="also write the embedding as TSV")
-    _counts_options(e)
+    _model_options(
+        e,
+        "X_sct",
+        "obsm key of the embedding",
+        ("--export-embedding", "also write the embedding as TSV"),
+        chunk_size=2048,
+    )
 
     # --- embed-genes ----------------------------------------------------------------------
-    g = cmd("embed-genes", "sct.tl.embed_genes: contextual gene embeddings in varm")
-    _common(g, output_help="h5ad to write")
+    g = data_cmd("embed-genes", "sct.tl.embed_genes: contextual gene embeddings in varm")
     g.add_argument("--groupby", help="obs column: also average within each group")
     g.add_argument("--layer", type=int, help="transformer layer; default: the model's")
-    _runtime(g, chunk_size=2048)
-    _tokens_key(g)
-    g.add_argument("--key-added", default="sct_gene", help="prefix of the keys written")
-    g.add_argument(
-        "--export-embedding", metavar="FILE.tsv", help="also write the gene embedding as TSV"
+    _model_options(
+        g,
+        "sct_gene",
+        "prefix of the keys written",
+        ("--export-embedding", "also write the gene embedding as TSV"),
+        chunk_size=2048,
     )
-    _counts_options(g)
 
     # --- annotate -------------------------------------------------------------------------
-    a = cmd(
+    a = data_cmd(
         "annotate",
         "sct.tl.annotate: labels from a reference (--reference, --labels-key) or from a "
         "saved annotator (--model FOLDER)",
     )
-    _common(a, output_help="h5ad to write")
     a.add_argument("--reference", metavar="REF.h5ad", help="labelled cells (h5ad)")
     a.add_argument("--labels-key", help="obs column of the reference's labels")
     a.add_argument(
@@ -295,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier: a head trained with the encoder, logistic regression, or neighbours",
     )
     _flag(a, "--freeze", "finetune: train the classifier head only", default=False)
-    a.add_argument("--batch-key", help="obs column that becomes a <batch=...> token")
+    _batch_key(a)
     _pooling_layer(a)
     a.add_argument("--epochs", type=_positive_int, default=10, help="finetune epochs")
     a.add_argument("--lr", type=float, default=1e-3, help="finetune learning rate")
@@ -309,15 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--unknown-threshold", type=float, help='label cells below it "unknown"; default: none'
     )
     a.add_argument("--seed", type=int, default=0, help="seeds the head, split and batch order")
-    a.add_argument("--key-added", default="sct_label", help="prefix of the keys written")
-    a.add_argument("--save-annotator", metavar="FOLDER", help="also save the fitted annotator")
-    a.add_argument("--export-labels", metavar="FILE.tsv", help="also write labels and scores")
-    _runtime(a)
-    _counts_options(a)
+    _model_options(
+        a,
+        "sct_label",
+        "prefix of the keys written",
+        ("--save-annotator", "also save the fitted annotator", "FOLDER"),
+        ("--export-labels", "also write labels and scores"),
+        outputs_first=True,
+        tokens_key=False,
+    )
 
     # --- grn ------------------------------------------------------------------------------
-    n = cmd("grn", "sct.tl.attention_grn: gene networks from attention")
-    _common(n, output_help="h5ad to write")
+    n = data_cmd("grn", "sct.tl.attention_grn: gene networks from attention")
     n.add_argument("--groupby", help="obs column: one network per group too")
     n.add_argument(
         "--layers",
@@ -341,15 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--threshold", type=float, help="drop weaker edges; default: none")
     n.add_argument("--min-cells", type=int, default=1, help="drop edges seen in fewer cells")
     n.add_argument("--n-top-genes", type=int, default=10, help="genes listed per head")
-    _runtime(n, precision=False, batch_size=16, chunk_size=2048)
-    _tokens_key(n)
-    n.add_argument("--key-added", default="sct_grn", help="key of the results")
-    n.add_argument("--export-edges", metavar="FILE.tsv", help="also write the edge table")
-    _counts_options(n)
+    _model_options(
+        n,
+        "sct_grn",
+        "key of the results",
+        ("--export-edges", "also write the edge table"),
+        precision=False,
+        batch_size=16,
+        chunk_size=2048,
+    )
 
     # --- perturb --------------------------------------------------------------------------
-    q = cmd("perturb", "sct.tl.in_silico_perturb: delete or overexpress genes in silico")
-    _common(q, output_help="h5ad to write")
+    q = data_cmd("perturb", "sct.tl.in_silico_perturb: delete or overexpress genes in silico")
     q.add_argument("--genes", nargs="+", required=True, help="genes to perturb, one at a time")
     q.add_argument(
         "--mode",
@@ -361,15 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--target", help="a value of --groupby: measure the shift toward it")
     _flag(q, "--gene-shifts", "also measure the other genes' shifts", default=False)
     _pooling_layer(q)
-    _runtime(q, chunk_size=256)
-    _tokens_key(q)
-    q.add_argument("--key-added", default="sct_perturb", help="prefix of the keys written")
-    q.add_argument("--export-table", metavar="FILE.tsv", help="also write the summary table")
-    _counts_options(q)
+    _model_options(
+        q,
+        "sct_perturb",
+        "prefix of the keys written",
+        ("--export-table", "also write the summary table"),
+        chunk_size=256,
+    )
 
     # --- benchmark ------------------------------------------------------------------------
-    b = cmd("benchmark", "sct.tl.benchmark: transformer arms against baselines; table as TSV")
-    _common(b, output_help="h5ad to write", model_default=None)
+    b = data_cmd(
+        "benchmark",
+        "sct.tl.benchmark: transformer arms against baselines; table as TSV",
+        model_default=None,
+    )
     b.add_argument("--labels-key", required=True, help="obs column of the labels")
     b.add_argument("--split-key", help="obs column of batches: --test-groups are held out")
     b.add_argument("--test-groups", nargs="+", help="held-out values; default: the last")
@@ -391,16 +458,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON of sct.tl.annotate options, e.g. '{\"epochs\": 2}'",
     )
     b.add_argument("--seed", type=int, default=0, help="seeds the split and every method")
-    b.add_argument("--key-added", default="sct_benchmark", help="prefix of the keys written")
-    b.add_argument(
-        "--table", metavar="FILE.tsv", help="where the TSV goes; default: OUTPUT with .tsv"
+    _model_options(
+        b,
+        "sct_benchmark",
+        "prefix of the keys written",
+        ("--table", "where the TSV goes; default: OUTPUT with .tsv"),
+        outputs_first=True,
+        tokens_key=False,
+        counts_layer=False,
     )
-    _runtime(b)
-    _counts_options(b, counts_layer=False)
 
     # --- plots ----------------------------------------------------------------------------
-    h = cmd("plot-heads", "sct.pl.attention_heads: attention heatmaps per layer and head")
-    _common(h, output_help="image to write (.png, .pdf, .svg)", model_default=None)
+    h = data_cmd(
+        "plot-heads",
+        "sct.pl.attention_heads: attention heatmaps per layer and head",
+        output_help=IMAGE_OUTPUT,
+        model_default=None,
+    )
     h.add_argument("--genes", nargs="+", required=True, help="genes to show, in this order")
     h.add_argument("--cells", nargs="+", help="obs names to average over; default: all")
     h.add_argument("--layers", nargs="+", type=_int_or_all, default=["all"], help="layers")
@@ -419,8 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
     _plot_output(h)
     _counts_options(h, gene_match=False)
 
-    pg = cmd("plot-grn", "sct.pl.grn: draw the strongest edges of a network")
-    _common(pg, output_help="image to write (.png, .pdf, .svg)", model=False)
+    pg = data_cmd(
+        "plot-grn",
+        "sct.pl.grn: draw the strongest edges of a network",
+        output_help=IMAGE_OUTPUT,
+        model=False,
+    )
     pg.add_argument("--group", help="a group's network; default: over all cells")
     pg.add_argument("--top", type=_positive_int, default=50, help="edges drawn")
     pg.add_argument("--key", default="sct_grn", help="uns key written by grn")
@@ -453,16 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mfi.add_argument("name", help="a name from `sctransformer models list`")
     for mp in (ml, mf, mfi):
-        _flag(mp, "--debug", "show the traceback of an error", default=False)
-        mp.add_argument("--config", help=argparse.SUPPRESS)
-        mp.set_defaults(quiet=False, threads=None)
+        _no_data(mp)
 
     # --- demo -----------------------------------------------------------------------------
     d = cmd("demo", "tokenize -> model -> embed -> UMAP -> annotate -> network on bundled PBMCs")
     d.add_argument("--out", default="sct_demo", help="output folder")
     _flag(d, "--pretrain", "pretrain a fresh model first", default=False)
     d.add_argument("--epochs", type=_positive_int, default=3, help="epochs with --pretrain")
-    _flag(d, "--debug", "show the traceback of an error", default=False)
-    d.add_argument("--config", help=argparse.SUPPRESS)
-    d.set_defaults(quiet=False, threads=None)
+    _no_data(d)
     return p
