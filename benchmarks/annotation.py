@@ -115,7 +115,7 @@ def show(adata: AnnData, title: str) -> pd.DataFrame:
     print(f"\n{title}")
     if len(lab):
         how = (f"{params['n_folds']}-fold cross-validation" if params["n_folds"]
-               else f"split {params['split_key']} {params['test_groups']}")  # fmt: skip
+               else f"split {params['split_key'] or 'stratified'} {params['test_groups'] or ''}")  # fmt: skip
         print(f"  {how}; seeds {params['seeds']}; train {lab['n_train'].iloc[0]} / test "
               f"{lab['n_test'].iloc[0]} cells per split; {lab['split_sha'].nunique()} distinct "
               "splits, shared by every method")  # fmt: skip
@@ -152,7 +152,14 @@ def peak_rss_mib() -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    p.add_argument("--folds", type=int, default=3, help="k of the pbmc68k cross-validation")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=3,
+        help="k of the pbmc68k cross-validation; 0: one stratified 80/20 split",
+    )
+    p.add_argument("--n-top-genes", type=int, default=2000, help="baseline genes (HVGs)")
+    p.add_argument("--cv", type=int, default=3, help="folds of the baselines' tuning")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (early stopping)")
     p.add_argument("--pretrain-epochs", type=int, default=4)
     p.add_argument("--scvi-epochs", type=int, default=50)
@@ -160,8 +167,11 @@ def main() -> None:
     p.add_argument("--no-xgboost", action="store_true")
     p.add_argument("--no-finetune", action="store_true")
     p.add_argument("--export", help="write the cz-benchmarks-style long tables here (TSV)")
+    p.add_argument("--only", choices=["pbmc68k", "two_batch"], help="run one data set")
+    p.add_argument("--verbose", action="store_true", help="log each method as it finishes")
     args = p.parse_args()
     sct.settings.progress_bars = False
+    sct.settings.verbosity = 3 if args.verbose else 1
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     print("machine:", platform.platform(), "|", cpu_model(), "| shared with other jobs")
     print(
@@ -176,8 +186,21 @@ def main() -> None:
                and not (args.no_finetune and m == "sct_finetune")]  # fmt: skip
     kw = {"epochs": args.epochs}
     common = dict(methods=methods, annotate_kwds=kw, seeds=seeds, scvi_epochs=args.scvi_epochs,
-                  device="cpu")  # fmt: skip
+                  n_top_genes=args.n_top_genes, cv=args.cv, device="cpu")  # fmt: skip
 
+    done = []
+    if args.only != "two_batch":
+        done.append(run_pbmc(args, common))
+    if args.only != "pbmc68k":
+        done.append(run_two_batch(args, common))
+    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
+    if args.export:
+        cz = pd.concat([sct.tl.to_czbenchmarks(a) for a in done], ignore_index=True)
+        cz.to_csv(args.export, sep="\t", index=False)
+        print(f"cz-benchmarks-style long table ({len(cz)} rows) written to {args.export}")
+
+
+def run_pbmc(args, common) -> AnnData:
     pbmc = sct.datasets.pbmc68k_counts()
     print(f"\n[1] pbmc68k counts: {pbmc.n_obs} cells × {pbmc.n_vars} genes, bulk_labels")
     if TINY.exists():
@@ -187,10 +210,14 @@ def main() -> None:
         print("  model: sct-tiny-pbmc not built; pretraining a small model here")
         model = pretrain_small(pbmc, epochs=args.pretrain_epochs)
     t0 = time.perf_counter()
-    sct.tl.benchmark(pbmc, labels_key="bulk_labels", model=model, n_folds=args.folds,
+    sct.tl.benchmark(pbmc, labels_key="bulk_labels", model=model, n_folds=args.folds or None,
                      dataset="pbmc68k", **common)  # fmt: skip
-    show(pbmc, f"pbmc68k, {args.folds}-fold cross-validation ({time.perf_counter() - t0:.0f} s)")
+    how = f"{args.folds}-fold cross-validation" if args.folds else "stratified 80/20 split"
+    show(pbmc, f"pbmc68k, {how} ({time.perf_counter() - t0:.0f} s)")
+    return pbmc
 
+
+def run_two_batch(args, common) -> AnnData:
     two = two_batch_counts(n_cells=args.two_batch_cells)
     print(f"\n[2] generated two-batch data: {two.n_obs} cells × {two.n_vars} genes, 6 types")
     model2 = pretrain_small(two, epochs=args.pretrain_epochs, batch_key="batch")
@@ -199,11 +226,7 @@ def main() -> None:
                      model=model2, batch_key="batch", dataset="two_batch", **common)  # fmt: skip
     show(two, f"two batches: train b1, test b2; integration over b1+b2 "
               f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-    print(f"\npeak RSS {peak_rss_mib():.0f} MiB")
-    if args.export:
-        cz = pd.concat([sct.tl.to_czbenchmarks(a) for a in (pbmc, two)], ignore_index=True)
-        cz.to_csv(args.export, sep="\t", index=False)
-        print(f"cz-benchmarks-style long table ({len(cz)} rows) written to {args.export}")
+    return two
 
 
 if __name__ == "__main__":
