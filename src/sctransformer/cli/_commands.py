@@ -454,11 +454,12 @@ COMMANDS = {
     "grn": (
         Step(
             "tl.attention_grn",
-            "groupby genes symmetrize threshold min_cells n_top_genes batch_size chunk_size "
-            "device tokens_key key_added",
+            "groupby genes method symmetrize threshold min_cells n_permutations n_top_genes "
+            "batch_size chunk_size device tokens_key key_added",
             keywords=lambda args: {
                 **_attention_keywords(args, heads=("mean", "all")),
                 "top_k": args.top_k or None,
+                "compare": tuple(args.compare) if args.compare else None,
             },
             exports=(_uns_export("export_edges", "edges"),),
         ),

@@ -398,7 +398,23 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(n, "--symmetrize", "undirected networks: (W + W^T) / 2", default=False)
     n.add_argument("--top-k", type=int, default=20, help="targets kept per gene; 0 keeps all")
     n.add_argument("--threshold", type=float, help="drop weaker edges; default: none")
-    n.add_argument("--min-cells", type=int, default=1, help="drop edges seen in fewer cells")
+    n.add_argument(
+        "--method",
+        choices=["attention", "embedding", "deletion", "attention_grad"],
+        default="attention",
+        help="the network estimator",
+    )
+    n.add_argument(
+        "--min-cells",
+        type=int,
+        help="drop edges seen in fewer cells; default: 5%% of the cells, at most 10",
+    )
+    n.add_argument(
+        "--compare", nargs=2, metavar=("A", "B"), help="two groupby values: edges that change"
+    )
+    n.add_argument(
+        "--n-permutations", type=int, default=200, help="label permutations for --compare"
+    )
     n.add_argument("--n-top-genes", type=int, default=10, help="genes listed per head")
     _model_options(
         n,
