@@ -101,8 +101,9 @@ def pretrain(
     epochs, max_steps, batch_size, lr, weight_decay, warmup_steps, clip, mask_prob
         Optimisation; ``warmup_steps`` defaults to 5% of the steps.
     precision
-        Autocast precision. ``"auto"``: mixed precision (bf16, or fp16 where bf16 is missing)
-        on CUDA, fp32 on CPU, where bf16 autocast made training steps slower.
+        Autocast precision. ``"auto"``: whichever of fp32 and bf16 (fp16 on GPUs without
+        bf16) trains this model's layer shape faster on this machine, timed once per process;
+        the choice is recorded in ``uns["sct_pretrain"]["params"]["precision"]``.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``.
     seed
@@ -216,10 +217,10 @@ def pretrain(
     )
     init_distributed_from_env()
     dev = resolve_device(device)
-    if precision == "auto" and dev.type == "cpu":
-        # bf16 autocast speeds up inference on these CPUs but slows small-model training
-        # (measured ~2x slower per step), so CPU training stays fp32 unless asked
-        cfg.precision = "fp32"
+    # precision="auto" is settled by train(): the faster of fp32 and bf16, timed for this
+    # model's shape on this machine, recorded in the params below
+    cap = int(params.get("max_length", -1))
+    cut = int((data.lengths >= cap).sum()) if cap > 0 else None  # cells filling max_length
     start = logg.info(f"pretraining ({objective}) on {adata.n_obs} cells")
     history = train(
         net,
@@ -230,6 +231,8 @@ def pretrain(
         device=str(dev),
         resume_from=resume_from,
         card=model_out,
+        max_length=cap if cap > 0 else None,
+        n_truncated=cut,
     )
     adata.uns[key_added] = {
         "params": model_out.record(device=dev, **config_dict(cfg)),
