@@ -283,7 +283,7 @@ class Step:
                 if self.keywords:
                     kw.update(self.keywords(args))
                 if self.figure:
-                    kw.update(show=False, return_fig=True)
+                    kw.update(show=False)
                 positional = (model,) if self.model == "positional" else ()
                 if self.gene_match:
                     result = _call(func, adata, *positional, **kw, **_options(args, GENE_OPTIONS))
@@ -291,8 +291,8 @@ class Step:
                     result = func(adata, *positional, **kw)
             for export in self.exports:
                 export(adata, args, out, result)
-            if self.figure:
-                _save_figure(result, args, argv, out)
+            if self.figure:  # show=False returns the Axes (one panel) or the Figure
+                _save_figure(getattr(result, "figure", result), args, argv, out)
             else:
                 _write_h5ad(adata, args, argv, out)
 
