@@ -147,6 +147,7 @@ def test_vocab_and_tokenize_params(v1_folder, v2_folder):
         "max_length": 2048,
         "add_cls": False,
         "add_eos": False,
+        "total_key": "n_counts",  # Geneformer's tokenizer divides by obs["n_counts"]
     }
     m2 = sct.models.load(v2_folder[0])
     assert (m2.vocab.cls_id, m2.vocab.eos_id) == (2, 3)
