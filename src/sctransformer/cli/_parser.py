@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--method",
         choices=["finetune", "linear", "knn"],
-        default="finetune",
+        default="linear",
         help="classifier: a head trained with the encoder, logistic regression, or neighbours",
     )
     _flag(a, "--freeze", "finetune: train the classifier head only", default=False)

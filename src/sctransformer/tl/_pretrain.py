@@ -207,7 +207,9 @@ def pretrain(
         net,
         vocab=vocab,
         tokenize_params={
-            k: v for k, v in params.items() if k not in ("version", "n_genes_matched")
+            k: v
+            for k, v in params.items()
+            if k not in ("version", "n_genes_matched", "n_genes_merged")
         },
         metadata={
             **meta,
