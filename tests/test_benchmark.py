@@ -462,3 +462,35 @@ def test_leiden_match_finds_separated_groups():
                                  seed=0)  # fmt: skip
     assert best["ari"] == pytest.approx(1.0) and best["nmi"] == pytest.approx(1.0)
     assert best["n_clusters"] == 3
+
+
+def test_plot_benchmark_draws_the_spread_over_seeds(bench):
+    """Each bar is the mean over seeds and its error bar the std, as in uns[key]["summary"]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    adata = bench[0].copy()
+    sct.tl.benchmark(
+        adata, labels_key="cell_type", methods=["majority", "pca_knn"], seeds=[0, 1, 2], cv=2,
+        n_pcs=5, tasks=["label_prediction"],
+    )  # fmt: skip
+    t = adata.uns["sct_benchmark"]["table"]
+    per_seed = (
+        t[(t["metric"] == "accuracy") & (t["label"] == "")]
+        .groupby(["method", "seed"])["value"]
+        .mean()
+    )
+    expect = per_seed.groupby(level="method").agg(["mean", "std"])
+    ax = sct.pl.benchmark(adata, metrics="accuracy", show=False, sort=False)
+    bars = ax.containers[0]
+    err = next(c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr)
+    methods = [tick.get_text() for tick in ax.get_yticklabels()]
+    segments = err.lines[2][0].get_segments()
+    for method, bar, seg in zip(methods, bars, segments, strict=True):
+        assert bar.get_width() == pytest.approx(expect.loc[method, "mean"])
+        half = (seg[1][0] - seg[0][0]) / 2
+        assert half == pytest.approx(expect.loc[method, "std"], abs=1e-9)
+    assert expect.loc["pca_knn", "std"] > 0 or expect.loc["majority", "std"] > 0
+    plt.close("all")

@@ -476,10 +476,14 @@ COMMANDS = {
     "benchmark": (
         Step(
             "tl.benchmark",
-            "labels_key split_key test_groups test_size methods layer n_top_genes n_pcs cv "
-            "batch_key annotate_kwds batch_size precision device seed key_added",
+            "labels_key split_key test_groups test_size methods tasks n_folds seeds layer "
+            "n_top_genes n_pcs cv batch_key annotate_kwds batch_size precision device seed "
+            "key_added",
             model="model",
             counts_layer=False,
+            keywords=lambda args: (
+                {"test_adata": read_input(args.test_data)} if args.test_data else {}
+            ),
             exports=(
                 _uns_export(
                     "table",

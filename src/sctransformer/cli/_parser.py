@@ -460,9 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--methods",
         nargs="+",
-        help="majority logreg_hvg pca_logreg pca_knn xgboost sct_linear sct_knn sct_finetune; "
-        "default: every one that applies",
+        help="majority logreg_l2 logreg_l1 pca_logreg pca_knn xgboost scvi_logreg sct_linear "
+        "sct_knn sct_finetune, representations pca scvi sct; default: every one that applies",
     )
+    b.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=["label_prediction", "embedding", "integration"],
+        help="default: every task that applies",
+    )
+    b.add_argument("--n-folds", type=int, help="k-fold cross-validation instead of one split")
+    b.add_argument("--seeds", nargs="+", type=int, help="several seeds: mean and spread")
+    b.add_argument("--test-data", help="held-out data set (h5ad): train on INPUT, test on it")
     b.add_argument("--layer", help="counts layer; default: X")
     b.add_argument("--n-top-genes", type=int, default=2000, help="baseline genes")
     b.add_argument("--n-pcs", type=int, default=50, help="baseline principal components")
