@@ -484,7 +484,9 @@ def test_plot_benchmark_draws_the_spread_over_seeds(bench):
     )
     expect = per_seed.groupby(level="method").agg(["mean", "std"])
     ax = sct.pl.benchmark(adata, metrics="accuracy", show=False, sort=False)
-    bars = ax.containers[0]
+    from matplotlib.container import BarContainer
+
+    bars = next(c for c in ax.containers if isinstance(c, BarContainer))
     err = next(c for c in ax.containers if hasattr(c, "has_xerr") and c.has_xerr)
     methods = [tick.get_text() for tick in ax.get_yticklabels()]
     segments = err.lines[2][0].get_segments()
