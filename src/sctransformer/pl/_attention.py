@@ -9,6 +9,7 @@ from typing import Literal
 import numpy as np
 from anndata import AnnData
 
+from .._docs import doc_params, doc_show_save
 from ._utils import check_return_fig, check_save, finish
 
 
@@ -52,6 +53,7 @@ def _stored_maps(adata: AnnData, key: str, genes, layers, heads) -> dict:
     return {"maps": maps, "layers": use_layers, "heads": use_heads, "genes": genes}
 
 
+@doc_params(doc_show_save=doc_show_save)
 def attention_heads(
     adata: AnnData,
     model=None,
@@ -111,13 +113,7 @@ def attention_heads(
     ax
         Draw a single panel into this Axes; needs one layer and one head (``layers=-1,
         heads=[0]`` for example). A grid of several panels makes its own Figure.
-    show
-        Show the figure. ``None``: show it unless ``save`` is given.
-    save
-        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
-        ``.svg``); written to a temporary file in the same folder, then renamed.
-    return_fig
-        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
+    {doc_show_save}
 
     Returns
     -------

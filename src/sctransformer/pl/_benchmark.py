@@ -8,9 +8,11 @@ from collections.abc import Sequence
 import pandas as pd
 from anndata import AnnData
 
+from .._docs import doc_params, doc_show_save
 from ._utils import check_return_fig, check_save, finish
 
 
+@doc_params(doc_show_save=doc_show_save)
 def benchmark(
     adata: AnnData,
     *,
@@ -42,13 +44,7 @@ def benchmark(
         Order methods by the first metric.
     ax
         Draw the (single) metric into this Axes.
-    show
-        Show the figure. ``None``: show it unless ``save`` is given.
-    save
-        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
-        ``.svg``); written to a temporary file in the same folder, then renamed.
-    return_fig
-        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
+    {doc_show_save}
 
     Returns
     -------

@@ -7,6 +7,7 @@ import os
 import numpy as np
 from anndata import AnnData
 
+from .._docs import doc_params, doc_show_save
 from ._utils import check_return_fig, check_save, finish
 
 
@@ -20,6 +21,7 @@ def _networkx():
     return nx
 
 
+@doc_params(doc_show_save=doc_show_save)
 def grn(
     adata: AnnData,
     *,
@@ -60,13 +62,7 @@ def grn(
     ax
         Draw into this Axes. Labels are placed for the Axes' size when drawn; resizing it
         afterwards (``tight_layout``) can make them touch again.
-    show
-        Show the figure. ``None``: show it unless ``save`` is given.
-    save
-        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
-        ``.svg``); written to a temporary file in the same folder, then renamed.
-    return_fig
-        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
+    {doc_show_save}
 
     Returns
     -------

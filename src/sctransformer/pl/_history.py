@@ -6,9 +6,11 @@ import os
 
 from anndata import AnnData
 
+from .._docs import doc_params, doc_show_save_ax
 from ._utils import check_return_fig, check_save, finish
 
 
+@doc_params(doc_show_save_ax=doc_show_save_ax)
 def training_history(
     adata: AnnData,
     *,
@@ -29,15 +31,7 @@ def training_history(
         ``uns`` key written by ``pretrain``.
     smooth
         Window of the running mean drawn over the raw loss.
-    ax
-        Draw into this Axes.
-    show
-        Show the figure. ``None``: show it unless ``save`` is given.
-    save
-        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
-        ``.svg``); written to a temporary file in the same folder, then renamed.
-    return_fig
-        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
+    {doc_show_save_ax}
 
     Returns
     -------

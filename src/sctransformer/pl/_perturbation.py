@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._docs import doc_params, doc_show_save_ax
 from ._utils import check_return_fig, check_save, finish
 
 
+@doc_params(doc_show_save_ax=doc_show_save_ax)
 def perturbation(
     adata: AnnData,
     *,
@@ -31,15 +33,7 @@ def perturbation(
         A column of that table: ``"cell_shift"``, ``"gene_shift"`` or ``"target_shift"``.
     key
         ``uns`` key of the table.
-    ax
-        Draw into this Axes.
-    show
-        Show the figure. ``None``: show it unless ``save`` is given.
-    save
-        Write the figure to this path, the format taken from the extension (``.png``, ``.pdf``,
-        ``.svg``); written to a temporary file in the same folder, then renamed.
-    return_fig
-        Deprecated: use ``show=False``. Returns the Figure, with a ``FutureWarning``.
+    {doc_show_save_ax}
 
     Returns
     -------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -30,6 +31,7 @@ from ._common import check_positive, copy_of, resolve_device
 from ._grn_estimators import (
     METHODS,
     Permutations,
+    Stream,
     stream_attention_grad,
     stream_deletion,
     stream_embedding,
@@ -237,38 +239,26 @@ def attention_grn(
         tokens_key=tokens_key,
         **match,
     )
+    run = Stream(adata, model, perms=perms, **common)
     acc = None
     if method == "attention":
         acc, perm_stats = stream_attention(
-            adata,
-            model,
-            layers=layer_idx,
-            heads=head_idx,
-            normalize=normalize,
-            desc="attention",
-            perms=perms,
-            **common,
+            run, layers=layer_idx, heads=head_idx, normalize=normalize, desc="attention"
         )
         stats = _AttentionView(acc)
         n_cells = acc.n_cells
     else:
         layer_arg = layer_idx[0] + 1
         if method == "embedding":
-            stats, perm_stats, n_cells = stream_embedding(
-                adata, model, perms=perms, layer=layer_arg, **common
-            )
+            stats, perm_stats, n_cells = stream_embedding(run, layer=layer_arg)
         elif method == "deletion":
             # the unperturbed states of a chunk are kept while its deletions run: ≤ 256 MiB
             width = model.max_length or adata.n_vars + 8
             cap = max(batch_size, 2**26 // (width * cfg.hidden_size))
-            common["chunk_size"] = min(chunk_size, cap)
-            stats, perm_stats, n_cells = stream_deletion(
-                adata, model, perms=perms, layer=layer_arg, cells=cells, **common
-            )
+            run = replace(run, chunk_size=min(chunk_size, cap))
+            stats, perm_stats, n_cells = stream_deletion(run, layer=layer_arg, cells=cells)
         else:
-            stats, perm_stats, n_cells = stream_attention_grad(
-                adata, model, perms=perms, layers=layer_idx, **common
-            )
+            stats, perm_stats, n_cells = stream_attention_grad(run, layers=layer_idx)
     var_names = np.asarray(adata.var_names.astype(str), dtype=object)
     n_vars = adata.n_vars
     opts = dict(top_k=top_k, threshold=threshold, min_cells=min_cells)

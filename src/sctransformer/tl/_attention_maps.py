@@ -19,6 +19,7 @@ from ._attention_stream import (
     stream_attention,
 )
 from ._common import resolve_device
+from ._grn_estimators import Stream
 
 
 def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -64,20 +65,10 @@ def attention_maps(
         raise ValueError("cells selects no cell")
     dev = resolve_device(device)
     model.to(dev).eval()
+    codes = np.zeros(sub.n_obs, dtype=np.int64)
+    run = Stream(sub, model, lookup, codes, 1, None, batch_size, chunk_size, dev, tokens_key)
     acc, _ = stream_attention(
-        sub,
-        model,
-        lookup=lookup,
-        codes=np.zeros(sub.n_obs, dtype=np.int64),
-        n_groups=1,
-        layers=layer_idx,
-        heads=head_idx,
-        normalize=normalize,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        device=dev,
-        tokens_key=tokens_key,
-        desc="attention",
+        run, layers=layer_idx, heads=head_idx, normalize=normalize, desc="attention"
     )
     sums, counts = acc.result()
     maps = _means(sums[0], counts[0]).reshape(len(layer_idx), len(head_idx), len(sel), len(sel))

@@ -10,7 +10,6 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
-from .._tokens import model_token_chunks
 from ..train import infer
 
 OVERALL = "all"  # group name of the network over all cells
@@ -133,27 +132,11 @@ def _group_codes(adata: AnnData, groupby: str | None) -> tuple[np.ndarray, list[
 
 
 def stream_attention(
-    adata: AnnData,
-    model,
-    *,
-    lookup: np.ndarray,
-    codes: np.ndarray,
-    n_groups: int,
-    layers: list[int],
-    heads: list[int] | None,
-    normalize: str | None,
-    batch_size: int,
-    chunk_size: int,
-    device,
-    tokens_key: str,
-    desc: str,
-    gene_key: str | None = None,
-    min_gene_fraction: float = 0.2,
-    perms=None,
+    run, *, layers: list[int], heads: list[int] | None, normalize: str | None, desc: str
 ):
-    """Run the model over all cells of ``adata``: the filled :class:`AttentionSums`, and with
-    ``perms`` (:class:`~._grn_estimators.Permutations`) the head-averaged pair sums of each
-    permuted pair of groups (else ``None``).
+    """Run the model over all cells of ``run.adata`` (a :class:`~._grn_estimators.Stream`): the
+    filled :class:`AttentionSums`, and with ``run.perms`` (:class:`~._grn_estimators.Permutations`)
+    the head-averaged pair sums of each permuted pair of groups (else ``None``).
 
     Cells are read ``chunk_size`` at a time (tokenized on the fly unless ``obsm`` holds the
     model's tokens), grouped by length into batches padded to their longest cell, and each
@@ -164,7 +147,9 @@ def stream_attention(
     from ._attention_accum import AttentionSums, rank_normalize, raw_scores
     from ._grn_estimators import PairStats, pair_values
 
-    n_genes = int((lookup >= 0).sum())
+    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    n_groups, perms, batch_size, device = run.n_groups, run.perms, run.batch_size, run.device
+    n_genes = run.n_genes
     n_slots = 1 if heads is None else len(layers) * len(heads)
     cfg = model.config
     acc = AttentionSums(n_groups, n_slots, n_genes, cfg.num_layers, cfg.num_heads)
@@ -173,14 +158,7 @@ def stream_attention(
     lookup_t = torch.as_tensor(lookup)
     objective = "ntp" if model.metadata.get("objective") == "ntp" else "mlm"
     bar = logg.progress(total=adata.n_obs, desc=desc, unit="cells")
-    chunks = model_token_chunks(
-        adata,
-        model,
-        key=tokens_key,
-        chunk_size=chunk_size,
-        gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
-    )
+    chunks = run.chunks()
     for a, _, data in chunks:
         for idx, batch, out in infer.batches(
             model.module,

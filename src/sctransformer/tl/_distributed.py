@@ -70,90 +70,10 @@ def sum_to_rank0(values: np.ndarray, rank: int) -> np.ndarray:
     return t.numpy() if rank == 0 else values
 
 
-def embed_cells(
-    adata,
-    model,
-    *,
-    pooling,
-    layer,
-    batch_size,
-    chunk_size,
-    precision,
-    device,
-    gene_key,
-    min_gene_fraction,
-    min_genes,
-    seed,
-    tokens_key,
-    key_added,
-    copy,
-):
-    """:func:`sctransformer.tl.embed_cells` across ranks (see the module docstring)."""
-    from .. import logging as logg
-    from .._backed import check_writable
-    from .._tokens import model_token_chunks, stored_for
-    from ..models import resolve
-    from ..train import infer
-    from ._common import copy_of, resolve_device
-    from ._embed import _check
+def local_device() -> str:
+    """The device of ``device="auto"`` on a rank: ``cuda:LOCAL_RANK`` with CUDA, else the CPU."""
+    import torch
 
-    check_writable(adata, copy=copy)
-    model = resolve(model)
-    pooling, layer = model.pooling(pooling), model.layer(layer)
-    _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
-    rank, size = init()
-    if device == "auto":
-        import torch
-
-        device = (
-            f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-        )
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    reuse = stored_for(adata, model, tokens_key)
-    lo, hi = rank_slice(adata.n_obs, rank, size)
-    start = logg.info(f"rank {rank}/{size}: embedding cells {lo}:{hi} of {adata.n_obs}")
-    local = np.zeros((hi - lo, model.config.hidden_size), dtype=np.float32)
-    if hi > lo:
-        chunks = model_token_chunks(
-            adata,
-            model,
-            key=tokens_key,
-            chunk_size=chunk_size,
-            gene_key=gene_key,
-            min_gene_fraction=min_gene_fraction,
-            cells=np.arange(lo, hi),
-        )
-        for a, b, data in chunks:
-            local[a:b] = infer.pooled(
-                model.module,
-                data,
-                pooling=pooling,
-                layer=layer,
-                is_gene=model.vocab.is_gene,
-                batch_size=batch_size,
-                device=dev,
-                precision=precision,
-            )
-    emb = gather_rows(local, rank, size)
-    if rank != 0:
-        return None  # rank 0 holds and writes the result
-    adata = copy_of(adata) if copy else adata
-    adata.obsm[key_added] = emb
-    uns_key = f"{key_added.removeprefix('X_')}_embed"
-    adata.uns[uns_key] = {
-        "params": model.record(
-            device=dev,
-            seed=seed,
-            pooling=pooling,
-            layer=layer,
-            precision=precision,
-            batch_size=batch_size,
-            tokens_reused=reuse,
-            gene_key=gene_key,
-            min_gene_fraction=min_gene_fraction,
-            world_size=size,
-        )
-    }
-    logg.info("    finished", time=start, deep=f"added obsm[{key_added!r}], uns[{uns_key!r}]")
-    return adata if copy else None
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"

@@ -16,9 +16,8 @@ from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
 from ..train import infer
 from ._common import check_positive, copy_of, resolve_device
-from ._distributed import embed_cells as embed_ranked
+from ._distributed import gather_rows, local_device, rank_slice, sum_to_rank0, world_size
 from ._distributed import init as ranks
-from ._distributed import rank_slice, sum_to_rank0, world_size
 
 
 def embed_cells(
@@ -95,40 +94,50 @@ def embed_cells(
         return embed_mudata(adata, model, pooling=pooling, layer=layer, batch_size=batch_size,
                             precision=precision, device=device, seed=seed, tokens_key=tokens_key,
                             min_gene_fraction=min_gene_fraction, key_added=key_added, copy=copy)  # fmt: skip
-    if world_size() > 1:  # under torchrun: each rank its slice, rank 0 gathers and writes
-        kw = {k: v for k, v in locals().items() if k not in ("adata", "model")}
-        return embed_ranked(adata, model, **kw)
     check_writable(adata, copy=copy)
     model = resolve(model)
     pooling, layer = model.pooling(pooling), model.layer(layer)
     _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
-    dev = resolve_device(device)
+    ranked = world_size() > 1  # under torchrun: each rank its slice, rank 0 gathers and writes
+    rank, size = ranks() if ranked else (0, 1)
+    dev = resolve_device(local_device() if ranked and device == "auto" else device)
     model.to(dev).eval()
     reuse = stored_for(adata, model, tokens_key)
-    start = logg.info(f"embedding {adata.n_obs} cells")
-    emb = np.zeros((adata.n_obs, model.config.hidden_size), dtype=np.float32)
-    bar = logg.progress(total=adata.n_obs, desc="embed", unit="cells")
-    chunks = model_token_chunks(
-        adata,
-        model,
-        key=tokens_key,
-        chunk_size=chunk_size,
-        gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
-    )
-    for a, b, data in chunks:
-        emb[a:b] = infer.pooled(
-            model.module,
-            data,
-            pooling=pooling,
-            layer=layer,
-            is_gene=model.vocab.is_gene,
-            batch_size=batch_size,
-            device=dev,
-            precision=precision,
-            progress=bar,
+    lo, hi = rank_slice(adata.n_obs, rank, size)
+    if ranked:
+        start = logg.info(f"rank {rank}/{size}: embedding cells {lo}:{hi} of {adata.n_obs}")
+    else:
+        start = logg.info(f"embedding {adata.n_obs} cells")
+    emb = np.zeros((hi - lo, model.config.hidden_size), dtype=np.float32)
+    bar = None if ranked else logg.progress(total=adata.n_obs, desc="embed", unit="cells")
+    if hi > lo:
+        chunks = model_token_chunks(
+            adata,
+            model,
+            key=tokens_key,
+            chunk_size=chunk_size,
+            gene_key=gene_key,
+            min_gene_fraction=min_gene_fraction,
+            cells=np.arange(lo, hi) if ranked else None,
         )
-    bar.close()
+        for a, b, data in chunks:
+            emb[a:b] = infer.pooled(
+                model.module,
+                data,
+                pooling=pooling,
+                layer=layer,
+                is_gene=model.vocab.is_gene,
+                batch_size=batch_size,
+                device=dev,
+                precision=precision,
+                progress=bar,
+            )
+    if ranked:
+        emb = gather_rows(emb, rank, size)
+        if rank != 0:
+            return None  # rank 0 holds and writes the result
+    else:
+        bar.close()
     adata = copy_of(adata) if copy else adata
     adata.obsm[key_added] = emb
     uns_key = f"{key_added.removeprefix('X_')}_embed"
@@ -143,6 +152,7 @@ def embed_cells(
             tokens_reused=reuse,
             gene_key=gene_key,
             min_gene_fraction=min_gene_fraction,
+            **({"world_size": size} if ranked else {}),
         )
     }
     logg.info("    finished", time=start, deep=f"added obsm[{key_added!r}], uns[{uns_key!r}]")

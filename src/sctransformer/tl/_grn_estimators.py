@@ -22,6 +22,8 @@ permuted groups and its contributions are added there in the same pass.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -158,36 +160,55 @@ def add_pairs(stats, perm_stats, perms, cells, bb, gi, gj, values, codes) -> Non
 
 
 # -- shared pass helpers ----------------------------------------------------------------------------
-def _chunks(adata, model, *, chunk_size, tokens_key, gene_key, min_gene_fraction, cells=None):
-    return model_token_chunks(
-        adata,
-        model,
-        key=tokens_key,
-        chunk_size=chunk_size,
-        gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
-        cells=cells,
-    )
+@dataclass(frozen=True)
+class Stream:
+    """One pass over ``adata``'s cells for ``model``: the tracked genes (``lookup``: token id
+    -> gene position, -1 untracked), each cell's group code, the permutations (or ``None``)
+    and how cells are read and batched.
+    """
+
+    adata: object
+    model: object
+    lookup: np.ndarray
+    codes: np.ndarray
+    n_groups: int
+    perms: object
+    batch_size: int
+    chunk_size: int
+    device: object
+    tokens_key: str
+    gene_key: str | None = None
+    min_gene_fraction: float = 0.2
+
+    @property
+    def n_genes(self) -> int:
+        """Genes tracked."""
+        return int((self.lookup >= 0).sum())
+
+    def pair_stats(self) -> tuple[PairStats, PairStats | None]:
+        """Empty pair sums of the groups, and of the permuted groups (``None``: no permutations)."""
+        g = self.n_genes
+        perm = PairStats(2 * self.perms.n, g) if self.perms is not None else None
+        return PairStats(self.n_groups, g), perm
+
+    def chunks(self, cells=None):
+        """``(start, stop, arrays)`` of the cells (``cells``: positions, ``None``: all)."""
+        return model_token_chunks(
+            self.adata,
+            self.model,
+            key=self.tokens_key,
+            chunk_size=self.chunk_size,
+            gene_key=self.gene_key,
+            min_gene_fraction=self.min_gene_fraction,
+            cells=cells,
+        )
 
 
 # -- embedding similarity ----------------------------------------------------------------------------
-def stream_embedding(
-    adata,
-    model,
-    *,
-    lookup,
-    codes,
-    n_groups,
-    perms,
-    layer,
-    batch_size,
-    chunk_size,
-    device,
-    tokens_key,
-    gene_key=None,
-    min_gene_fraction=0.2,
-):
+def stream_embedding(run: Stream, *, layer):
     """Mean contextual gene embeddings per group (and per permuted group)."""
+    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    n_groups, perms, batch_size, device = run.n_groups, run.perms, run.batch_size, run.device
     g = int((lookup >= 0).sum())
     d = model.config.hidden_size
     stats = EmbedStats(n_groups, g, d)
@@ -196,14 +217,7 @@ def stream_embedding(
     codes_t = torch.as_tensor(codes)
     bar = logg.progress(total=adata.n_obs, desc="embedding", unit="cells")
     n_cells = 0
-    chunks = _chunks(
-        adata,
-        model,
-        chunk_size=chunk_size,
-        tokens_key=tokens_key,
-        gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
-    )
+    chunks = run.chunks()
     for a, _, data in chunks:
         for idx, batch, enc in infer.batches(
             model.module, data, batch_size=batch_size, device=device, layer=layer, progress=bar
@@ -227,23 +241,7 @@ def stream_embedding(
 
 
 # -- in silico deletion -------------------------------------------------------------------------------
-def stream_deletion(
-    adata,
-    model,
-    *,
-    lookup,
-    codes,
-    n_groups,
-    perms,
-    layer,
-    cells,
-    batch_size,
-    chunk_size,
-    device,
-    tokens_key,
-    gene_key=None,
-    min_gene_fraction=0.2,
-):
+def stream_deletion(run: Stream, *, layer, cells):
     """Mean cosine shift of gene *j*'s contextual embedding when gene *i* is deleted.
 
     ``cells``: the positions of the cells used (``None``: all). Per chunk, the unperturbed
@@ -252,9 +250,9 @@ def stream_deletion(
     """
     from ._perturb import perturb_tokens
 
-    g = int((lookup >= 0).sum())
-    stats = PairStats(n_groups, g)
-    perm_stats = PairStats(2 * perms.n, g) if perms is not None else None
+    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    perms, batch_size, device = run.perms, run.batch_size, run.device
+    stats, perm_stats = run.pair_stats()
     lookup_t = torch.as_tensor(lookup)
     codes_t = torch.as_tensor(codes)
     is_gene = np.asarray(model.vocab.is_gene)
@@ -262,15 +260,7 @@ def stream_deletion(
     total = adata.n_obs if cells is None else len(cells)
     bar = logg.progress(total=total, desc="deletion", unit="cells")
     n_cells = 0
-    chunks = _chunks(
-        adata,
-        model,
-        chunk_size=chunk_size,
-        tokens_key=tokens_key,
-        gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
-        cells=cells,
-    )
+    chunks = run.chunks(cells)
     for a, b, data in chunks:
         glob = np.arange(a, b) if cells is None else np.asarray(cells[a:b])
         width = data.tokens.shape[1]
@@ -369,40 +359,18 @@ def attention_grad_maps(module, batch, layers, is_gene_t, objective="mlm") -> to
     return rel.mean(dim=(1, 2)).detach()  # [B, L, L]
 
 
-def stream_attention_grad(
-    adata,
-    model,
-    *,
-    lookup,
-    codes,
-    n_groups,
-    perms,
-    layers,
-    batch_size,
-    chunk_size,
-    device,
-    tokens_key,
-    gene_key=None,
-    min_gene_fraction=0.2,
-):
+def stream_attention_grad(run: Stream, *, layers):
     """Attention × gradient relevance summed per gene pair and group."""
-    g = int((lookup >= 0).sum())
-    stats = PairStats(n_groups, g)
-    perm_stats = PairStats(2 * perms.n, g) if perms is not None else None
+    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    perms, batch_size, device = run.perms, run.batch_size, run.device
+    stats, perm_stats = run.pair_stats()
     lookup_t = torch.as_tensor(lookup)
     codes_t = torch.as_tensor(codes)
     is_gene_t = torch.as_tensor(np.asarray(model.vocab.is_gene))
     objective = "ntp" if model.metadata.get("objective") == "ntp" else "mlm"
     bar = logg.progress(total=adata.n_obs, desc="attention x gradient", unit="cells")
     n_cells = 0
-    chunks = _chunks(
-        adata,
-        model,
-        chunk_size=chunk_size,
-        tokens_key=tokens_key,
-        gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
-    )
+    chunks = run.chunks()
     for a, _, data in chunks:
         for idx in length_grouped_batches(data.lengths, batch_size):
             batch = collate(data, idx, device)
