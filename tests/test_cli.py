@@ -447,8 +447,9 @@ def test_every_option_has_a_description_and_shows_its_default():
 
 def test_benchmark_seeds_and_held_out_data(data, tmp_path, capsys):
     pbmc = ad.read_h5ad(data / "pbmc.h5ad")
-    pbmc[:350].copy().write_h5ad(tmp_path / "train.h5ad")
-    pbmc[350:].copy().write_h5ad(tmp_path / "test.h5ad")
+    half = pbmc.n_obs // 2
+    pbmc[:half].copy().write_h5ad(tmp_path / "train.h5ad")
+    pbmc[half:].copy().write_h5ad(tmp_path / "test.h5ad")
     out = tmp_path / "bench.h5ad"
     argv = ["benchmark", tmp_path / "train.h5ad", out, "--labels-key", "bulk_labels",
             "--methods", "majority", "--seeds", "0", "1", "--tasks", "label_prediction",
@@ -456,7 +457,7 @@ def test_benchmark_seeds_and_held_out_data(data, tmp_path, capsys):
     assert run(argv, capsys)[0] == 0
     table = pd.read_csv(tmp_path / "bench.tsv", sep="\t", keep_default_na=False)
     assert sorted(set(table["seed"])) == [0, 1]
-    test = pbmc[350:].obs["bulk_labels"].astype(str)
-    train_top = pbmc[:350].obs["bulk_labels"].astype(str).value_counts().idxmax()
+    test = pbmc[half:].obs["bulk_labels"].astype(str)
+    train_top = pbmc[:half].obs["bulk_labels"].astype(str).value_counts().idxmax()
     acc = table.query("metric == 'accuracy' and seed == 0")["value"].item()
     assert acc == pytest.approx(float((test == train_top).mean()))

@@ -734,18 +734,18 @@ def to_czbenchmarks(adata: AnnData, *, key: str = "sct_benchmark", model_name: s
     cz-benchmarks' ``mean_fold_*`` metrics are). Metrics with a cz-benchmarks counterpart take
     its name (``MetricType`` values) and task; the others keep this package's name and task.
 
-    ========================  ===========================  ==========================
-    here (task, metric)       cz-benchmarks task           cz-benchmarks metric
-    ========================  ===========================  ==========================
-    label_prediction accuracy label_prediction             mean_fold_accuracy
-    label_prediction macro_f1 label_prediction             mean_fold_f1
-    label_prediction auroc    label_prediction             mean_fold_auroc
-    embedding leiden_ari      clustering                   adjusted_rand_index
-    embedding leiden_nmi      clustering                   normalized_mutual_info
-    embedding asw_label       embedding                    silhouette_score
-    integration batch_entropy batch_integration            entropy_per_cell
-    integration asw_batch     batch_integration            batch_silhouette
-    ========================  ===========================  ==========================
+    ==========================  ===================  ========================
+    here (task, metric)         cz-benchmarks task   cz-benchmarks metric
+    ==========================  ===================  ========================
+    label_prediction accuracy   label_prediction     mean_fold_accuracy
+    label_prediction macro_f1   label_prediction     mean_fold_f1
+    label_prediction auroc      label_prediction     mean_fold_auroc
+    embedding leiden_ari        clustering           adjusted_rand_index
+    embedding leiden_nmi        clustering           normalized_mutual_info
+    embedding asw_label         embedding            silhouette_score
+    integration batch_entropy   batch_integration    entropy_per_cell
+    integration asw_batch       batch_integration    batch_silhouette
+    ==========================  ===================  ========================
 
     Parameters
     ----------

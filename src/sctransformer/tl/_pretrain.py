@@ -118,8 +118,9 @@ def pretrain(
     Returns
     -------
     The trained :class:`~sctransformer.models.Model` (eval mode). Writes
-    ``uns["sct_pretrain"]``: ``{"params": ... (with model name, sha256, version, device and
-    seed), "history": DataFrame(step, epoch, loss, lr, n_predicted)}``.
+    ``uns["sct_pretrain"]``: ``{"params": ..., "history": ...}``; the params hold the model
+    name, sha256, version, device and seed, the history is a DataFrame of step, epoch, loss,
+    lr and n_predicted.
     """
     from .._mudata import is_mudata
 
