@@ -95,7 +95,7 @@ def test_benchmark_keys_and_params(setup):
         adata, labels_key="cell_type", methods=["majority", "sct_knn"], model=model,
         device="cpu", seed=8, cv=2, copy=True,
     )  # fmt: skip
-    assert set(out.uns["sct_benchmark"]) == {"table", "params"}
+    assert {"table", "params"} <= set(out.uns["sct_benchmark"])
     assert "sct_benchmark_split" in out.obs
     _check_recorded(_params(out.uns["sct_benchmark"]), model, 8)
 

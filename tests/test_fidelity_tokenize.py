@@ -88,7 +88,9 @@ def test_genes_sharing_a_token_are_summed_like_geneformer(storage, tmp_path):
         adata.X = sp.csc_matrix(x)
     elif storage == "backed":
         adata.write_h5ad(tmp_path / "a.h5ad")
-        adata = anndata.read_h5ad(tmp_path / "a.h5ad", backed="r")
+        adata = anndata.read_h5ad(
+            tmp_path / "a.h5ad", backed="r+"
+        )  # results are stored with the file
     # chunks smaller than the data: the merge is applied chunk by chunk
     sct.pp.tokenize(adata, method="rank", vocab=vocab, min_gene_fraction=0.5, chunk_size=16)
     totals = x.astype(np.float64).sum(axis=1)  # all genes, the unknown ones too

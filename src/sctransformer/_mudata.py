@@ -26,7 +26,7 @@ from ._version import __version__
 from .tokenizers import GeneVocab, TokenArrays
 
 # options that may be given per modality as a {modality: value} mapping
-PER_MODALITY = (*OPTIONAL, "layer", "gene_key", "gene_medians")
+PER_MODALITY = (*OPTIONAL, "layer", "gene_key", "gene_medians", "total_key")
 _SEQUENCE = ("add_cls", "add_eos", "pad_value")  # options of the whole sequence, not a modality
 
 
@@ -249,12 +249,17 @@ def tokenize_mudata(
             var=pd.DataFrame(index=pd.Index(mapped[m]).astype(str)),
         )
         gm = _option(options.get("gene_medians"), m, mdata.mod)
+        total_key = _option(options.get("total_key"), m, mdata.mod)
+        if isinstance(total_key, str) and total_key:
+            _validate.check_key(mod.obs, total_key, where=f"mdata[{m!r}].obs")
+            sub.obs[total_key] = mod.obs[total_key].to_numpy()[rows[m]]
         try:
             tok = tokenize_arrays(
                 sub,
                 method=method,
                 vocab=full_vocab,
                 gene_medians=gm,
+                total_key=total_key,
                 seed=seed,
                 min_gene_fraction=min_gene_fraction,
                 chunk_size=chunk_size,
