@@ -45,3 +45,14 @@ def test_settings_validate_verbosity():
         assert "verbosity" in str(e)
     else:
         raise AssertionError("an unknown verbosity name must raise")
+
+
+def test_every_subpackage_is_reachable_from_the_top():
+    import subprocess
+    import sys
+
+    code = (
+        "import sctransformer as sct; "
+        "sct.nn.TransformerConfig; sct.nn.CellTransformer; sct.tokenizers.GeneVocab; sct.tl.embed_cells"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=900)

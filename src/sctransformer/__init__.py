@@ -11,12 +11,13 @@ from ._backed import open_zarr
 from ._settings import settings
 from ._version import __version__
 
-_SUBPACKAGES = ("datasets", "models", "open_zarr", "pl", "pp", "tl", "tokenizers")
+_SUBPACKAGES = ("datasets", "models", "nn", "pl", "pp", "tl", "tokenizers", "train")
 
 __all__ = [
     "__version__",
     "datasets",
     "models",
+    "nn",
     "open_zarr",
     "pl",
     "pp",
