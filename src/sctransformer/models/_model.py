@@ -128,7 +128,7 @@ class Model:
     def max_length(self) -> int | None:
         """Most tokens a cell may have: the tokenization's cap and the position table's."""
         p = self.tokenize_params.get("max_length")
-        caps = [c for c in (p if isinstance(p, int) and p > 0 else None,) if c]
+        caps = [p] if isinstance(p, int) and p > 0 else []
         if self.module.config.max_positions:
             caps.append(int(self.module.config.max_positions))
         return min(caps) if caps else None

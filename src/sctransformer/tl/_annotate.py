@@ -17,7 +17,7 @@ from .._backed import check_writable
 from .._tokens import model_tokens
 from ..models import resolve
 from ._annotator import METHODS, CellAnnotator, check_threshold, fit_annotator
-from ._common import batch_values, check_positive, resolve_device
+from ._common import batch_values, check_positive, copy_of, resolve_device
 
 
 def annotate(
@@ -197,7 +197,7 @@ def annotate(
         adata, batch_size=batch_size, precision=precision, device=dev, chunk_size=chunk_size,
         **match,
     )  # fmt: skip
-    out = (adata.to_memory() if adata.isbacked else adata.copy()) if copy else adata
+    out = copy_of(adata) if copy else adata
     annotator.write(
         out, proba, unknown_threshold=unknown_threshold, key_added=key_added, device=dev,
         seed=seed, precision=precision, batch_size=batch_size, freeze=freeze, epochs=epochs,

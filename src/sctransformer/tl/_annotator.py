@@ -19,7 +19,7 @@ from .._tokens import model_token_chunks
 from ..models import Model
 from ..train import infer
 from ..train.data import TokenArrays
-from ._common import batch_values, check_positive, resolve_device
+from ._common import batch_values, check_positive, copy_of, resolve_device
 from ._sklearn import cv_splitter, fit_quietly
 
 METHODS = ("finetune", "linear", "knn")
@@ -205,7 +205,7 @@ class CellAnnotator:
             min_gene_fraction=min_gene_fraction,
             min_genes=min_genes,
         )
-        adata = (adata.to_memory() if adata.isbacked else adata.copy()) if copy else adata
+        adata = copy_of(adata) if copy else adata
         self.write(
             adata,
             proba,
