@@ -94,3 +94,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # rank 0 may still be writing; exit together, cleanly
+        torch.distributed.destroy_process_group()

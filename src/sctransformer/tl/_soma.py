@@ -74,62 +74,67 @@ def embed_soma(
     pooling, layer = model.pooling(pooling), model.layer(layer)
     check_positive(batch_size=batch_size, chunk_size=chunk_size)
     uri = experiment if isinstance(experiment, str) else experiment.uri
-    exp = soma.Experiment.open(uri) if isinstance(experiment, str) else experiment
-    if measurement not in exp.ms:
-        raise ValueError(
-            f"measurement {measurement!r} not in the experiment (it has {list(exp.ms)}); pass "
-            "measurement="
-        )
-    if X_name not in exp.ms[measurement].X:
-        raise ValueError(
-            f"X layer {X_name!r} not in measurement {measurement!r} (it has "
-            f"{list(exp.ms[measurement].X)}); pass X_name="
-        )
-    query = exp.axis_query(
-        measurement, obs_query=soma.AxisQuery(value_filter=obs_value_filter, coords=obs_coords or ())
-    )  # fmt: skip
-    obs_ids = np.sort(query.obs_joinids().to_numpy())
-    if len(obs_ids) == 0:
-        raise ValueError(
-            f"the obs query (value_filter={obs_value_filter!r}, coords={obs_coords!r}) returns "
-            "no cells: check the column names and values against experiment.obs (e.g. "
-            "experiment.obs.read(column_names=[...]).concat().to_pandas())"
-        )
-    if obsm_layer is not None:
-        ms = exp.ms[measurement]
-        if "obsm" in ms and obsm_layer in ms["obsm"]:
+    opened = isinstance(experiment, str)
+    exp = soma.Experiment.open(uri) if opened else experiment
+    try:  # closed again below, so no TileDB handle or thread outlives the call
+        if measurement not in exp.ms:
             raise ValueError(
-                f"ms[{measurement!r}].obsm[{obsm_layer!r}] already exists; pass another obsm_layer="
+                f"measurement {measurement!r} not in the experiment (it has {list(exp.ms)}); pass "
+                "measurement="
             )
-    n_obs_domain = max(int(exp.obs.count), int(obs_ids.max()) + 1)
-    var = query.var().concat().to_pandas()
-    key = var_key or _var_key(model, var)
-    if key not in var:
-        raise ValueError(f"var has no column {key!r}; columns: {list(var.columns)}; pass var_key=")
-    var_ids = var["soma_joinid"].to_numpy()
-    order = np.argsort(var_ids)
-    var_ids, names = var_ids[order], var[key].astype(str).to_numpy()[order]
-    from anndata import AnnData
-
-    genes = AnnData(var=pd.DataFrame(index=pd.Index(names, dtype=str)))
-    model.check_genes(genes, min_gene_fraction=min_gene_fraction, min_genes=min_genes)
-
-    rank, size = init()
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    lo, hi = rank_slice(len(obs_ids), rank, size)
-    mine = obs_ids[lo:hi]
-    X = exp.ms[measurement].X[X_name]
-    local = np.zeros((len(mine), model.config.hidden_size), dtype=np.float32)
-    for a in range(0, len(mine), chunk_size):
-        ids = mine[a : a + chunk_size]
-        chunk = _read_chunk(X, ids, var_ids)
-        sub = AnnData(X=chunk, var=genes.var)
-        data = model_tokens(sub, model, min_gene_fraction=min_gene_fraction)
-        local[a : a + len(ids)] = infer.pooled(
-            model.module, data, pooling=pooling, layer=layer, is_gene=model.vocab.is_gene,
-            batch_size=batch_size, device=dev, precision=precision,
+        if X_name not in exp.ms[measurement].X:
+            raise ValueError(
+                f"X layer {X_name!r} not in measurement {measurement!r} (it has "
+                f"{list(exp.ms[measurement].X)}); pass X_name="
+            )
+        query = exp.axis_query(
+            measurement, obs_query=soma.AxisQuery(value_filter=obs_value_filter, coords=obs_coords or ())
         )  # fmt: skip
+        obs_ids = np.sort(query.obs_joinids().to_numpy())
+        if len(obs_ids) == 0:
+            raise ValueError(
+                f"the obs query (value_filter={obs_value_filter!r}, coords={obs_coords!r}) returns "
+                "no cells: check the column names and values against experiment.obs (e.g. "
+                "experiment.obs.read(column_names=[...]).concat().to_pandas())"
+            )
+        if obsm_layer is not None:
+            ms = exp.ms[measurement]
+            if "obsm" in ms and obsm_layer in ms["obsm"]:
+                raise ValueError(
+                    f"ms[{measurement!r}].obsm[{obsm_layer!r}] already exists; pass another obsm_layer="
+                )
+        n_obs_domain = max(int(exp.obs.count), int(obs_ids.max()) + 1)
+        var = query.var().concat().to_pandas()
+        key = var_key or _var_key(model, var)
+        if key not in var:
+            raise ValueError(f"var has no column {key!r}; columns: {list(var.columns)}; pass var_key=")
+        var_ids = var["soma_joinid"].to_numpy()
+        order = np.argsort(var_ids)
+        var_ids, names = var_ids[order], var[key].astype(str).to_numpy()[order]
+        from anndata import AnnData
+
+        genes = AnnData(var=pd.DataFrame(index=pd.Index(names, dtype=str)))
+        model.check_genes(genes, min_gene_fraction=min_gene_fraction, min_genes=min_genes)
+
+        rank, size = init()
+        dev = resolve_device(device)
+        model.to(dev).eval()
+        lo, hi = rank_slice(len(obs_ids), rank, size)
+        mine = obs_ids[lo:hi]
+        X = exp.ms[measurement].X[X_name]
+        local = np.zeros((len(mine), model.config.hidden_size), dtype=np.float32)
+        for a in range(0, len(mine), chunk_size):
+            ids = mine[a : a + chunk_size]
+            chunk = _read_chunk(X, ids, var_ids)
+            sub = AnnData(X=chunk, var=genes.var)
+            data = model_tokens(sub, model, min_gene_fraction=min_gene_fraction)
+            local[a : a + len(ids)] = infer.pooled(
+                model.module, data, pooling=pooling, layer=layer, is_gene=model.vocab.is_gene,
+                batch_size=batch_size, device=dev, precision=precision,
+            )  # fmt: skip
+    finally:
+        if opened:
+            exp.close()
     emb = gather_rows(local, rank, size) if size > 1 else local
     if rank != 0:
         return None
