@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -347,6 +349,49 @@ def test_rank_scores_crowded_behind_an_outlier(make_counts):
     ref = reference_for(adata, x, med, max_length=100)
     assert (ref[2] == 100).any()  # truncation is exercised
     assert_same(adata, ref)
+
+
+def _plain_medians(x, usable, totals=None):
+    """np.median of each usable column's nonzero values scaled by the cells' totals."""
+    x = np.asarray(x, dtype=np.float64)
+    totals = x.sum(axis=1) if totals is None else totals
+    out = np.full(x.shape[1], np.nan)
+    for j in range(x.shape[1]):
+        nz = x[:, j] > 0
+        if usable[j] and nz.any():
+            out[j] = np.median(x[nz, j] / totals[nz] * 1e4)
+    return out
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+@pytest.mark.parametrize("layout", ["mixed", "sampled rows differ"])
+def test_data_medians_from_a_strided_sample_stay_exact(monkeypatch, n_jobs, n_chunks, layout):
+    # a small sample cap makes the sample strided, so medians are bracketed from it; where the
+    # sampled rows are unlike the others every bracket misses and genes collect all values
+    from sctransformer.tokenizers import _medians
+
+    monkeypatch.setattr(_medians, "_SAMPLE_VALUES", 3000)
+    rng = np.random.default_rng(8)
+    n, g = 2000, 60
+    x = rng.poisson(rng.lognormal(0.0, 1.2, size=(n, g))).astype(np.float32)
+    x[:, 7] = 0
+    x[::3, 8] = 0  # a gene absent from the rows a stride of 2^k samples
+    if layout == "sampled rows differ":
+        x[::2, : g // 2] *= 50  # in every sampled row (even index) half the genes dominate
+        x[::2, 9] = 0
+    x[:, 10] = rng.integers(0, 3, n)  # heavy ties at the middle
+    usable = np.ones(g, dtype=bool)
+    usable[11] = False
+    totals = x.astype(np.float64).sum(axis=1) * rng.uniform(1.0, 1.5, n)  # e.g. pre-filter
+    bounds = np.linspace(0, n, n_chunks + 1).astype(int)
+    chunks = [sp.csr_matrix(x[a:b]) for a, b in itertools.pairwise(bounds)]
+    for given in (None, totals):
+        got = _medians.gene_medians(
+            lambda: iter(chunks), usable, target_sum=1e4, n_jobs=n_jobs, totals=given
+        )
+        want = _plain_medians(x, usable, given)
+        np.testing.assert_array_equal(got, want)  # exact, NaN where never expressed
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
