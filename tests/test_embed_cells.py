@@ -181,3 +181,36 @@ def test_cls_pooling_on_a_model_without_cls():
     # the default then is mean pooling
     sct.tl.embed_cells(adata, model, device="cpu")
     assert adata.uns["sct_embed"]["params"]["pooling"] == "mean"
+
+
+def test_auto_precision_is_decided_once_and_recorded(pbmc_tok, model, monkeypatch):
+    # "auto" is resolved once per call: every batch gets the same named precision, and params
+    # record that name rather than "auto"
+    from sctransformer.nn import precision as prec
+
+    decided = {"n": 0}
+    real = prec.resolve_precision
+
+    def counting(precision, *args, **kw):
+        decided["n"] += precision == "auto"
+        return real(precision, *args, **kw)
+
+    seen = []
+    module = sct.models.resolve(model).module
+    encode = type(module).encode
+
+    def spy(self, *args, precision="fp32", **kw):
+        seen.append(precision)
+        return encode(self, *args, precision=precision, **kw)
+
+    monkeypatch.setattr(prec, "resolve_precision", counting)
+    monkeypatch.setattr(type(module), "encode", spy)
+    out = sct.tl.embed_cells(
+        pbmc_tok, model, precision="auto", device="cpu", batch_size=16, chunk_size=50, copy=True
+    )
+    recorded = out.uns["sct_embed"]["params"]["precision"]
+    assert recorded in ("fp32", "bf16")
+    assert len(seen) >= 3 and set(seen) == {recorded}  # several chunks and batches, one name
+    assert decided["n"] == 1
+    with pytest.raises(ValueError, match="precision='fp64' is not supported"):
+        sct.tl.embed_cells(pbmc_tok, model, precision="fp64", device="cpu", copy=True)

@@ -170,6 +170,17 @@ class Model:
             )
         return int(layer)
 
+    def precision(self, precision: str, device) -> str:
+        """``precision`` resolved once for a whole call on ``device``: ``"auto"`` becomes the
+        faster of fp32 and bf16 for this model's layer shape at its maximum length (measured
+        once per process), so every batch runs, and params record, one precision.
+        """
+        from ..nn.precision import choose_precision
+
+        return choose_precision(
+            precision, device, config=self.module.config, length=self.max_length
+        )
+
     # genes ----------------------------------------------------------------------------------
     def gene_names(self, adata, gene_key: str | None = None) -> list[str]:
         """The names of ``adata``'s genes matched against the vocabulary.

@@ -101,6 +101,7 @@ def embed_cells(
     ranked = world_size() > 1  # under torchrun: each rank its slice, rank 0 gathers and writes
     rank, size = ranks() if ranked else (0, 1)
     dev = resolve_device(local_device() if ranked and device == "auto" else device)
+    precision = model.precision(precision, dev)
     model.to(dev).eval()
     reuse = stored_for(adata, model, tokens_key)
     lo, hi = rank_slice(adata.n_obs, rank, size)
@@ -218,6 +219,7 @@ def embed_genes(
     names = model.gene_names(adata, gene_key)
     var_ids = vocab.encode_genes(names)
     dev = resolve_device(device)
+    precision = model.precision(precision, dev)
     model.to(dev).eval()
     d = model.config.hidden_size
     n_groups = len(groups.cat.categories) if groups is not None else 0

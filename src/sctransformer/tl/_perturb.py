@@ -225,6 +225,7 @@ def in_silico_perturb(
                 "mode='delete' needs genes of the data"
             )
     dev = resolve_device(device)
+    precision = model.precision(precision, dev)
     model.to(dev).eval()
     data = model_tokens(adata, model, key=tokens_key, **match)
     max_length = model.max_length or data.tokens.shape[1] + 1

@@ -120,6 +120,7 @@ def embed_soma(
 
         rank, size = init()
         dev = resolve_device(device)
+        precision = model.precision(precision, dev)
         model.to(dev).eval()
         lo, hi = rank_slice(len(obs_ids), rank, size)
         mine = obs_ids[lo:hi]

@@ -36,6 +36,11 @@ def batches(
     """
     import torch
 
+    if precision == "auto" and len(data):  # one precision for every batch of the call
+        from ..nn.precision import choose_precision
+
+        length = int(np.max(data.lengths))
+        precision = choose_precision("auto", device, config=module.config, length=length)
     for idx in length_grouped_batches(data.lengths, batch_size):
         batch = collate(data, idx, device)
         tokens, values = model_inputs(module, batch)
