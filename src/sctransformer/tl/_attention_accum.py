@@ -195,6 +195,10 @@ class AttentionSums:
         counts = self.result()[1]
         return counts.sum(axis=0) if k is None else counts[k]
 
+    def tensors(self) -> list[torch.Tensor]:
+        """The sums that make up these statistics (added over ranks under ``torchrun``)."""
+        return [self.sums, self.counts, self.received, self.present]
+
     def head_means(self) -> np.ndarray:
         """Mean attention received per layer, head and gene (NaN for genes never seen)."""
         present = self.present.numpy().astype(float)

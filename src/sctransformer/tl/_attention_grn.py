@@ -1,8 +1,8 @@
 """``sct.tl.attention_grn``: gene–gene networks from attention, streamed over cells.
 
 The front door checks the request (:mod:`._grn_plan`), runs one estimator over the cells
-(:mod:`._grn_estimators`, :mod:`._attention_stream`) and writes the networks
-(:mod:`._grn_networks`).
+(:mod:`._grn_estimators`, :mod:`._attention_stream`), adds the ranks' sums under ``torchrun``
+and writes the networks (:mod:`._grn_networks`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from ..models import resolve
 from ._attention_maps import attention_maps
 from ._attention_stream import resolve_heads, resolve_layers
 from ._common import copy_of, resolve_device
+from ._distributed import init as ranks
+from ._distributed import local_device, world_size
 from ._grn_estimators import estimate
 from ._grn_networks import networks
 from ._grn_plan import plan_grn
@@ -77,6 +79,14 @@ def attention_grn(
     never by the number of cells. With ``compare``, each of ``n_permutations`` random
     reassignments of the two groups' cells is two more groups filled in the same pass
     (``2 × n_permutations × genes²`` sums and counts, and one byte per cell and permutation).
+
+    Under ``torchrun`` every method runs sharded: each rank streams a contiguous slice of the
+    cells analysed (for ``"deletion"``, of the ``deletion_cells`` sample); the per-group sums
+    and co-occurrence counts, those of the permuted groups and the attention each gene
+    receives are added on rank 0, which builds and writes the networks (equal to one process
+    within float tolerance); the other ranks leave ``adata`` untouched and return ``None``.
+    The deletion sample and the permutations are drawn from ``seed`` over all cells, alike on
+    every rank, so no cell travels between ranks.
 
     Parameters
     ----------
@@ -176,7 +186,8 @@ def attention_grn(
         by their mean column sum of attention probabilities (1 = the share under uniform
         attention), plus ``"layers"`` (1-based) and ``"heads"`` (0-based).
     ``uns["sct_grn"]["params"]``
-        Every parameter (``method`` names the estimator), with the model name, weights sha256, version, device and seed.
+        Every parameter (``method`` names the estimator), with the model name, weights sha256,
+        version, device and seed; ``world_size`` under ``torchrun``.
     """
     check_writable(adata, copy=copy)
     model = resolve(model)
@@ -188,14 +199,21 @@ def attention_grn(
         chunk_size=chunk_size, gene_key=gene_key, min_gene_fraction=min_gene_fraction,
         min_genes=min_genes, seed=seed, tokens_key=tokens_key,
     )  # fmt: skip
-    dev = resolve_device(device)
+    ranked = world_size() > 1  # under torchrun: each rank its share of the cells, rank 0 writes
+    rank, size = ranks() if ranked else (0, 1)
+    dev = resolve_device(local_device() if ranked and device == "auto" else device)
     model.to(dev).eval()
     reuse = stored_for(adata, model, tokens_key)
-    start = logg.info(f"computing {method} networks over {plan.n_used} cells")
-    run = plan.stream(adata, model, dev)
+    share = f"rank {rank}/{size}: " if ranked else ""
+    start = logg.info(f"{share}computing {method} networks over {plan.n_used} cells")
+    run = plan.stream(adata, model, dev, rank, size)
     est = estimate(run, method, layers=plan.layers, heads=plan.heads, normalize=normalize)
+    if ranked:
+        est = est.summed_to_rank0(rank)  # every sum is a total over cells: add the ranks'
+        if rank != 0:
+            return None  # rank 0 holds and writes the result
     mat, cnt, entries = networks(plan, est, adata.var_names, model.config)
-    params = plan.params(model, dev, est.n_cells, reuse, adata.var_names)
+    params = plan.params(model, dev, est.n_cells, reuse, adata.var_names, size)
     adata = copy_of(adata) if copy else adata
     adata.varp[key_added] = mat
     adata.varp[f"{key_added}_n_cells"] = cnt

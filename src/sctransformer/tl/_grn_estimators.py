@@ -16,12 +16,13 @@
     and the chosen layers (gradient-weighted attention relevance).
 
 :func:`estimate` runs one over the cells of a :class:`~._grn_stats.Stream` and returns an
-:class:`Estimate`.
+:class:`Estimate`. Under ``torchrun`` each rank's estimate covers its share of the cells and
+:meth:`Estimate.summed_to_rank0` adds the sums on rank 0, which then holds the estimate of all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ import torch
 from .. import logging as logg
 from ..train import infer
 from ..train.data import collate, length_grouped_batches, model_inputs
+from ._distributed import add_to_rank0, sum_to_rank0
 from ._grn_stats import EmbedStats, Stream, add_pairs, pair_values
 
 METHODS = ("attention", "embedding", "deletion", "attention_grad")
@@ -48,6 +50,12 @@ class Estimate:
     perm_stats: object | None
     n_cells: int
     attention: object | None = None
+
+    def summed_to_rank0(self, rank: int) -> Estimate:
+        """Every rank's sums and cell count added on rank 0, in place (other ranks: not to be read)."""
+        parts = [self.stats] if self.perm_stats is None else [self.stats, self.perm_stats]
+        add_to_rank0([t for part in parts for t in part.tensors()], rank)
+        return replace(self, n_cells=int(sum_to_rank0(np.array([self.n_cells]), rank)[0]))
 
 
 def estimate(run: Stream, method: str, *, layers: list[int], heads, normalize) -> Estimate:

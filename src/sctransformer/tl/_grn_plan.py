@@ -20,6 +20,7 @@ from ._attention_stream import (
     select_genes,
 )
 from ._common import check_positive
+from ._distributed import rank_slice
 from ._grn_estimators import METHODS
 from ._grn_stats import Permutations, Stream
 
@@ -62,11 +63,17 @@ class GrnPlan:
     seed: int
     tokens_key: str
 
-    def stream(self, adata, model, device) -> Stream:
-        """The pass over the cells analysed, with every cell's group and permuted groups."""
+    def stream(self, adata, model, device, rank: int = 0, size: int = 1) -> Stream:
+        """The pass of rank ``rank`` of ``size``: a contiguous share of the cells analysed
+        (all of them in one process), with every cell's group and permuted groups.
+        """
         perms = None
-        if self.labels is not None:
+        if self.labels is not None:  # the same table on every rank: seeded, over all cells
             perms = Permutations(self.labels, self.n_permutations, self.seed)
+        cells = self.cells
+        if size > 1:
+            lo, hi = rank_slice(self.n_used, rank, size)
+            cells = np.arange(lo, hi) if cells is None else cells[lo:hi]
         chunk_size = self.chunk_size
         if self.method == "deletion":
             # the unperturbed states of a chunk are kept while its deletions run: ≤ 256 MiB
@@ -86,11 +93,11 @@ class GrnPlan:
             tokens_key=self.tokens_key,
             gene_key=self.gene_key,
             min_gene_fraction=self.min_gene_fraction,
-            cells=self.cells,
+            cells=cells,
         )
 
-    def params(self, model, device, n_cells: int, reuse: bool, var_names):
-        """``uns[key]["params"]``."""
+    def params(self, model, device, n_cells: int, reuse: bool, var_names, world_size: int):
+        """``uns[key]["params"]`` (``world_size`` recorded when above 1, under ``torchrun``)."""
         method = self.method
         normalize = "none" if self.normalize is None else self.normalize
         return model.record(
@@ -115,6 +122,7 @@ class GrnPlan:
             tokens_reused=reuse,
             gene_key=self.gene_key,
             min_gene_fraction=self.min_gene_fraction,
+            **({"world_size": world_size} if world_size > 1 else {}),
         )
 
 

@@ -5,6 +5,9 @@ so memory is bounded by ``groups × genes²`` (plus ``groups × genes × hidden`
 and one batch of model states, never by the number of cells. Group permutations for condition
 differences are more groups: each permutation assigns every compared cell to one of two
 permuted groups and its contributions are added there in the same pass.
+
+The sums are plain totals over cells, so passes over disjoint shares of the cells (the ranks
+under ``torchrun``) add up to the pass over all of them: :meth:`tensors` lists what to add.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class PairStats:
         n, g = self.shape
         return _group(self.counts.view(n, g, g), k)
 
+    def tensors(self) -> list[torch.Tensor]:
+        """The sums that make up these statistics (added over ranks under ``torchrun``)."""
+        return [self.sums, self.counts]
+
 
 class EmbedStats:
     """Per-gene sums of contextual embeddings ``[groups, genes, d]`` and co-occurrence counts."""
@@ -92,6 +99,10 @@ class EmbedStats:
 
     def pair_counts(self, k: int | None) -> np.ndarray:
         return self.pairs.pair_counts(k)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The sums that make up these statistics (added over ranks under ``torchrun``)."""
+        return [self.vec, self.present, *self.pairs.tensors()]
 
 
 def _group(t: torch.Tensor, k: int | None) -> np.ndarray:
