@@ -107,7 +107,9 @@ def embed_soma(
         var = query.var().concat().to_pandas()
         key = var_key or _var_key(model, var)
         if key not in var:
-            raise ValueError(f"var has no column {key!r}; columns: {list(var.columns)}; pass var_key=")
+            raise ValueError(
+                f"var has no column {key!r}; columns: {list(var.columns)}; pass var_key="
+            )
         var_ids = var["soma_joinid"].to_numpy()
         order = np.argsort(var_ids)
         var_ids, names = var_ids[order], var[key].astype(str).to_numpy()[order]
