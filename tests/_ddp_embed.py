@@ -2,8 +2,10 @@
 
 Run directly (one process) or under ``python -m torch.distributed.run --nproc_per_node N``;
 rank 0 saves the embedding to ``OUT/emb.npy``; every rank records what it holds afterwards.
+With ``--grn METHOD``, ``tl.attention_grn`` runs instead and rank 0 pickles what it wrote to
+``OUT/grn.pkl``.
 
-    python tests/_ddp_embed.py OUT [--cells 37] [--pooling cls] [--stored]
+    python tests/_ddp_embed.py OUT [--cells 37] [--pooling cls] [--stored] [--grn attention]
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ def main() -> None:
     p.add_argument("--stored", action="store_true", help="tokenize first (tokens reused)")
     p.add_argument("--genes", action="store_true", help="tl.embed_genes (groupby) instead")
     p.add_argument("--soma", help="embed this SOMA experiment's cells instead (tl.embed_soma)")
+    p.add_argument("--grn", help="tl.attention_grn with this method (groupby, compare) instead")
     args = p.parse_args()
     torch.set_num_threads(1)
     sct.settings.progress_bars = False
@@ -63,6 +67,20 @@ def main() -> None:
         return
     if args.stored:
         sct.pp.tokenize(adata, vocab=model)
+    if args.grn:
+        adata.obs["group"] = [f"g{i % 3}" for i in range(adata.n_obs)]
+        sct.tl.attention_grn(
+            adata, model, method=args.grn, groupby="group", compare=("g0", "g1"),
+            n_permutations=5, deletion_cells=9, top_k=None, min_cells=1, device="cpu",
+            min_genes=10, batch_size=4, chunk_size=5,
+        )  # fmt: skip
+        written = "sct_grn" in adata.uns
+        if written:
+            varp = {k: adata.varp[k] for k in ("sct_grn", "sct_grn_n_cells")}
+            (out / "grn.pkl").write_bytes(pickle.dumps({"varp": varp, "uns": adata.uns["sct_grn"]}))
+        held = {"result": written, "varp": sorted(adata.varp), "uns": sorted(adata.uns)}
+        (out / f"rank{rank}.json").write_text(json.dumps(held))
+        return
     if args.genes:
         adata.obs["group"] = [f"g{i % 3}" for i in range(adata.n_obs)]
         sct.tl.embed_genes(

@@ -1,19 +1,23 @@
-"""embed_cells under torchrun: two CPU ranks (gloo) give the one-process embedding.
+"""embed_cells, embed_genes and attention_grn under torchrun: two CPU ranks (gloo) give the
+one-process result.
 
-Each rank embeds a contiguous slice; rank 0 gathers the slices in order. The cells' count is
-odd and the chunks small, so slices, chunks and batches all end unevenly.
+Each rank reads a contiguous slice; rank 0 gathers the slices in order (or adds the ranks'
+sums). The cells' count is odd and the chunks small, so slices, chunks and batches all end
+unevenly.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -100,3 +104,39 @@ def test_embed_genes_over_two_ranks_equals_one_process(tmp_path):
         np.load(tmp_path / "ddp" / "n_cells.npy"), np.load(tmp_path / "single" / "n_cells.npy")
     )
     assert json.loads((tmp_path / "ddp" / "rank1.json").read_text()) == {"result": False}
+
+
+def _same_network(ddp: dict, single: dict) -> None:
+    """The two runs wrote the same keys, networks, edges and comparison (float tolerance)."""
+    for key in ("sct_grn", "sct_grn_n_cells"):
+        np.testing.assert_allclose(ddp["varp"][key].toarray(), single["varp"][key].toarray(),
+                                   atol=1e-5, rtol=1e-5)  # fmt: skip
+    assert list(ddp["uns"]) == list(single["uns"])
+    for g, mat in single["uns"]["groups"].items():
+        np.testing.assert_allclose(ddp["uns"]["groups"][g].toarray(), mat.toarray(), atol=1e-5)
+    by = {"edges": ["group", "source", "target"], "compare": ["source", "target"]}
+    for key, cols in by.items():  # rows in weight order: near-equal weights may swap places
+        a, b = (
+            t[key].sort_values(cols).reset_index(drop=True) for t in (ddp["uns"], single["uns"])
+        )
+        pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-5, rtol=1e-5)
+    params = dict(ddp["uns"]["params"])
+    assert params.pop("world_size") == 2
+    assert params == single["uns"]["params"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["attention", "embedding", "deletion", "attention_grad"])
+def test_attention_grn_over_two_ranks_equals_one_process(tmp_path, method):
+    _run_both(tmp_path, ["--cells", "37", "--grn", method])
+    single = pickle.loads((tmp_path / "single" / "grn.pkl").read_bytes())
+    ddp = pickle.loads((tmp_path / "ddp" / "grn.pkl").read_bytes())
+    assert single["varp"]["sct_grn"].nnz > 0 and len(single["uns"]["compare"]) > 0
+    _same_network(ddp, single)
+    if method == "attention":  # the attention each gene receives, per layer and head
+        scores = (t["uns"]["head_scores"]["scores"] for t in (ddp, single))
+        np.testing.assert_allclose(*scores, atol=1e-5, rtol=1e-5)
+    rank0 = json.loads((tmp_path / "ddp" / "rank0.json").read_text())
+    rank1 = json.loads((tmp_path / "ddp" / "rank1.json").read_text())
+    assert rank0 == {"result": True, "varp": ["sct_grn", "sct_grn_n_cells"], "uns": ["sct_grn"]}
+    assert rank1 == {"result": False, "varp": [], "uns": []}  # rank 1 writes nothing

@@ -13,7 +13,13 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["AttentionSums", "average_ranks", "rank_normalize", "raw_scores"]
+__all__ = ["AttentionSums", "average_ranks", "pair_means", "rank_normalize", "raw_scores"]
+
+
+def pair_means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``sums / counts`` per slot, NaN where two genes never met in a cell."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def average_ranks(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -177,6 +183,21 @@ class AttentionSums:
             self.sums.view(n_groups, n_slots, g, g).numpy(),
             self.counts.view(n_groups, g, g).numpy(),
         )
+
+    def weights(self, k: int | None) -> np.ndarray:
+        """Mean map of group ``k`` (``None``: all cells), heads averaged (NaN: never met)."""
+        sums = self.result()[0]
+        s = sums.sum(axis=0) if k is None else sums[k]
+        return pair_means(s, self.pair_counts(k)).mean(axis=0)
+
+    def pair_counts(self, k: int | None) -> np.ndarray:
+        """Cells in which both genes were present, in group ``k`` (``None``: all cells)."""
+        counts = self.result()[1]
+        return counts.sum(axis=0) if k is None else counts[k]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The sums that make up these statistics (added over ranks under ``torchrun``)."""
+        return [self.sums, self.counts, self.received, self.present]
 
     def head_means(self) -> np.ndarray:
         """Mean attention received per layer, head and gene (NaN for genes never seen)."""

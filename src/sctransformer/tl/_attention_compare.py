@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._grn_estimators import bh_fdr, permutation_test
-
 
 def _sparsify(weights, counts, sel, n_vars, *, top_k, threshold, min_cells):
     """Top-k targets per source gene after thresholding, as CSR in var coordinates."""
@@ -106,3 +104,32 @@ def _compare_table(stats, perm_stats, ia, ib, sym, sel, var_names, n_perm, **opt
     )
     order = np.lexsort((-np.abs(table["difference"].to_numpy()), table["pvalue"].to_numpy()))
     return table.iloc[order].reset_index(drop=True)
+
+
+def bh_fdr(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values."""
+    n = len(p)
+    if n == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def permutation_test(observed: np.ndarray, perm_diffs) -> np.ndarray:
+    """Two-sided permutation p-values ``(1 + #{|d_perm| ≥ |d|}) / (1 + n)`` per entry.
+
+    ``perm_diffs`` yields one difference matrix per permutation (NaN where a permuted group
+    lacks the pair; such a permutation counts as exceeding, which keeps the test conservative).
+    """
+    exceed = np.zeros(observed.shape, dtype=np.int64)
+    n = 0
+    target = np.abs(observed)
+    for d in perm_diffs:
+        d = np.nan_to_num(np.abs(d), nan=np.inf)
+        exceed += d >= target - 1e-9 * np.maximum(target, 1e-3)
+        n += 1
+    return (1 + exceed) / (1 + n)

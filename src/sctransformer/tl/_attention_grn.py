@@ -1,41 +1,29 @@
-"""``sct.tl.attention_grn``: gene–gene networks from attention, streamed over cells."""
+"""``sct.tl.attention_grn``: gene–gene networks from attention, streamed over cells.
+
+The front door checks the request (:mod:`._grn_plan`), runs one estimator over the cells
+(:mod:`._grn_estimators`, :mod:`._attention_stream`), adds the ranks' sums under ``torchrun``
+and writes the networks (:mod:`._grn_networks`).
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Literal
 
-import numpy as np
-import pandas as pd
 from anndata import AnnData
 
-from .. import _validate
 from .. import logging as logg
 from .._backed import check_writable
 from .._tokens import stored_for
 from ..models import resolve
-from ._attention_compare import _check_group_sizes, _compare_labels, _compare_table, _sparsify
-from ._attention_maps import _means, attention_maps
-from ._attention_stream import (
-    OVERALL,
-    _check_normalize,
-    _group_codes,
-    resolve_heads,
-    resolve_layers,
-    select_genes,
-    stream_attention,
-)
-from ._common import check_positive, copy_of, resolve_device
-from ._grn_estimators import (
-    METHODS,
-    Permutations,
-    Stream,
-    stream_attention_grad,
-    stream_deletion,
-    stream_embedding,
-)
+from ._attention_maps import attention_maps
+from ._attention_stream import resolve_heads, resolve_layers
+from ._common import copy_of, resolve_device
+from ._distributed import init as ranks
+from ._distributed import local_device, world_size
+from ._grn_estimators import estimate
+from ._grn_networks import networks
+from ._grn_plan import plan_grn
 
 __all__ = ["attention_grn", "attention_maps", "resolve_heads", "resolve_layers"]
 
@@ -91,6 +79,14 @@ def attention_grn(
     never by the number of cells. With ``compare``, each of ``n_permutations`` random
     reassignments of the two groups' cells is two more groups filled in the same pass
     (``2 × n_permutations × genes²`` sums and counts, and one byte per cell and permutation).
+
+    Under ``torchrun`` every method runs sharded: each rank streams a contiguous slice of the
+    cells analysed (for ``"deletion"``, of the ``deletion_cells`` sample); the per-group sums
+    and co-occurrence counts, those of the permuted groups and the attention each gene
+    receives are added on rank 0, which builds and writes the networks (equal to one process
+    within float tolerance); the other ranks leave ``adata`` untouched and return ``None``.
+    The deletion sample and the permutations are drawn from ``seed`` over all cells, alike on
+    every rank, so no cell travels between ranks.
 
     Parameters
     ----------
@@ -190,196 +186,41 @@ def attention_grn(
         by their mean column sum of attention probabilities (1 = the share under uniform
         attention), plus ``"layers"`` (1-based) and ``"heads"`` (0-based).
     ``uns["sct_grn"]["params"]``
-        Every parameter (``method`` names the estimator), with the model name, weights sha256, version, device and seed.
+        Every parameter (``method`` names the estimator), with the model name, weights sha256,
+        version, device and seed; ``world_size`` under ``torchrun``.
     """
     check_writable(adata, copy=copy)
     model = resolve(model)
-    model.check()
-    _validate.check_nonempty(adata)
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; use one of {list(METHODS)}")
-    cfg = model.config
-    layer_idx = resolve_layers(layers, cfg.num_layers)
-    head_idx = resolve_heads(heads, cfg.num_heads)
-    _check_normalize(normalize)
-    if method != "attention" and head_idx is not None:
-        raise ValueError(f"heads={heads!r} applies to method='attention' only; use heads='mean'")
-    if method in ("embedding", "deletion") and len(layer_idx) != 1:
-        raise ValueError(f"method={method!r} reads one layer's states; pass one layer in layers")
-    if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    check_positive(batch_size=batch_size, chunk_size=chunk_size, n_top_genes=n_top_genes)
-    codes, group_names = _group_codes(adata, groupby)
-    _check_group_sizes(codes, group_names, groupby)
-    labels = _compare_labels(codes, group_names, groupby, compare, n_permutations)
-    if deletion_cells is not None:
-        check_positive(deletion_cells=deletion_cells)
-    cells = None
-    if method == "deletion" and deletion_cells is not None and deletion_cells < adata.n_obs:
-        rng = np.random.default_rng(seed)
-        cells = np.sort(rng.choice(adata.n_obs, deletion_cells, replace=False))
-    n_used = adata.n_obs if cells is None else len(cells)
-    min_cells = _resolve_min_cells(min_cells, n_used)
-    match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction)
-    model.check_genes(adata, min_genes=min_genes, **match)
-    sel, lookup = select_genes(adata, model, genes, gene_key)
-    dev = resolve_device(device)
+    plan = plan_grn(
+        adata, model, groupby=groupby, layers=layers, heads=heads, genes=genes,
+        normalize=normalize, symmetrize=symmetrize, top_k=top_k, threshold=threshold,
+        min_cells=min_cells, method=method, compare=compare, n_permutations=n_permutations,
+        deletion_cells=deletion_cells, n_top_genes=n_top_genes, batch_size=batch_size,
+        chunk_size=chunk_size, gene_key=gene_key, min_gene_fraction=min_gene_fraction,
+        min_genes=min_genes, seed=seed, tokens_key=tokens_key,
+    )  # fmt: skip
+    ranked = world_size() > 1  # under torchrun: each rank its share of the cells, rank 0 writes
+    rank, size = ranks() if ranked else (0, 1)
+    dev = resolve_device(local_device() if ranked and device == "auto" else device)
     model.to(dev).eval()
     reuse = stored_for(adata, model, tokens_key)
-    start = logg.info(f"computing {method} networks over {n_used} cells")
-    n_groups = max(len(group_names), 1)
-    perms = None if labels is None else Permutations(labels, n_permutations, seed)
-    common = dict(
-        lookup=lookup,
-        codes=codes,
-        n_groups=n_groups,
-        batch_size=batch_size,
-        chunk_size=chunk_size,
-        device=dev,
-        tokens_key=tokens_key,
-        **match,
-    )
-    run = Stream(adata, model, perms=perms, **common)
-    acc = None
-    if method == "attention":
-        acc, perm_stats = stream_attention(
-            run, layers=layer_idx, heads=head_idx, normalize=normalize, desc="attention"
-        )
-        stats = _AttentionView(acc)
-        n_cells = acc.n_cells
-    else:
-        layer_arg = layer_idx[0] + 1
-        if method == "embedding":
-            stats, perm_stats, n_cells = stream_embedding(run, layer=layer_arg)
-        elif method == "deletion":
-            # the unperturbed states of a chunk are kept while its deletions run: ≤ 256 MiB
-            width = model.max_length or adata.n_vars + 8
-            cap = max(batch_size, 2**26 // (width * cfg.hidden_size))
-            run = replace(run, chunk_size=min(chunk_size, cap))
-            stats, perm_stats, n_cells = stream_deletion(run, layer=layer_arg, cells=cells)
-        else:
-            stats, perm_stats, n_cells = stream_attention_grad(run, layers=layer_idx)
-    var_names = np.asarray(adata.var_names.astype(str), dtype=object)
-    n_vars = adata.n_vars
-    opts = dict(top_k=top_k, threshold=threshold, min_cells=min_cells)
-
-    def sym(w: np.ndarray) -> np.ndarray:
-        return (w + w.T) / 2 if symmetrize else w
-
-    def network(k):
-        return _sparsify(sym(stats.weights(k)), stats.pair_counts(k), sel, n_vars, **opts)
-
-    mat, cnt, edges = network(None)
-    frames = [edges.assign(group=OVERALL)]
-    group_mats = {}
-    for i, g in enumerate(group_names):
-        group_mats[g], _, e = network(i)
-        frames.append(e.assign(group=g))
-    per_head = {}
-    if head_idx is not None:
-        all_sums, all_counts = acc.result()
-        all_sums, all_counts = all_sums.sum(axis=0), all_counts.sum(axis=0)
-        slots = [(li, h) for li in layer_idx for h in head_idx]
-        for s, (li, h) in enumerate(slots):
-            w = sym(_means(all_sums[s], all_counts))
-            per_head[f"layer{li + 1}_head{h}"] = _sparsify(w, all_counts, sel, n_vars, **opts)[0]
-    edges = pd.concat(frames, ignore_index=True)
-    edges["source"] = var_names[sel[edges["source"].to_numpy()]]
-    edges["target"] = var_names[sel[edges["target"].to_numpy()]]
-    edges["group"] = pd.Categorical(edges["group"], categories=[OVERALL, *group_names])
-    edges = edges.sort_values(["group", "weight"], ascending=[True, False], kind="stable")
-    edges = edges[["source", "target", "weight", "group", "n_cells"]].reset_index(drop=True)
-    compared = None
-    if labels is not None:
-        ia, ib = (group_names.index(str(c)) for c in compare)
-        compared = _compare_table(
-            stats, perm_stats, ia, ib, sym, sel, var_names, n_permutations, **opts
-        )
-
-    uns = {
-        "params": model.record(
-            device=dev,
-            seed=seed,
-            method=method,
-            groupby=groupby,
-            layers=[i + 1 for i in layer_idx],
-            heads="mean" if head_idx is None else head_idx,
-            genes=[] if genes is None else [str(var_names[i]) for i in sel],
-            n_genes=len(sel),
-            normalize=("none" if normalize is None else normalize)
-            if method == "attention"
-            else "none",
-            symmetrize=bool(symmetrize),
-            top_k=0 if top_k is None else int(top_k),
-            threshold="" if threshold is None else float(threshold),
-            min_cells=int(min_cells),
-            compare=[] if compare is None else [str(c) for c in compare],
-            n_permutations=int(n_permutations) if compare is not None else 0,
-            deletion_cells=int(n_used) if method == "deletion" else 0,
-            batch_size=batch_size,
-            n_cells=int(n_cells),
-            tokens_reused=reuse,
-            gene_key=gene_key,
-            min_gene_fraction=min_gene_fraction,
-        ),
-        "edges": edges,
-    }
-    if acc is not None:
-        uns["head_scores"] = _head_scores(acc, n_top_genes, sel, var_names, cfg)
-    if group_names:
-        uns["groups"] = group_mats
-    if per_head:
-        uns["heads"] = per_head
-    if compared is not None:
-        uns["compare"] = compared
+    share = f"rank {rank}/{size}: " if ranked else ""
+    start = logg.info(f"{share}computing {method} networks over {plan.n_used} cells")
+    run = plan.stream(adata, model, dev, rank, size)
+    est = estimate(run, method, layers=plan.layers, heads=plan.heads, normalize=normalize)
+    if ranked:
+        est = est.summed_to_rank0(rank)  # every sum is a total over cells: add the ranks'
+        if rank != 0:
+            return None  # rank 0 holds and writes the result
+    mat, cnt, entries = networks(plan, est, adata.var_names, model.config)
+    params = plan.params(model, dev, est.n_cells, reuse, adata.var_names, size)
     adata = copy_of(adata) if copy else adata
     adata.varp[key_added] = mat
     adata.varp[f"{key_added}_n_cells"] = cnt
-    adata.uns[key_added] = uns
+    adata.uns[key_added] = {"params": params, **entries}
     logg.info(
         "    finished",
         time=start,
         deep=f"added varp[{key_added!r}], varp['{key_added}_n_cells'], uns[{key_added!r}]",
     )
     return adata if copy else None
-
-
-class _AttentionView:
-    """:class:`AttentionSums` read like the other estimators' statistics (heads averaged)."""
-
-    def __init__(self, acc):
-        self.sums, self.counts = acc.result()
-
-    def weights(self, k):
-        s = self.sums.sum(axis=0) if k is None else self.sums[k]
-        c = self.counts.sum(axis=0) if k is None else self.counts[k]
-        return _means(s, c).mean(axis=0)
-
-    def pair_counts(self, k):
-        return self.counts.sum(axis=0) if k is None else self.counts[k]
-
-
-def _head_scores(acc, n_top_genes, sel, var_names, cfg) -> dict:
-    head_means = acc.head_means()  # [layers, heads, genes]
-    k = min(n_top_genes, len(sel))
-    order = np.argsort(-np.nan_to_num(head_means, nan=-np.inf), axis=-1, kind="stable")[..., :k]
-    return {
-        "genes": var_names[sel][order].astype(str),
-        "scores": np.take_along_axis(head_means, order, axis=-1).astype(np.float32),
-        "layers": np.arange(1, cfg.num_layers + 1),
-        "heads": np.arange(cfg.num_heads),
-    }
-
-
-def _resolve_min_cells(min_cells, n_cells: int) -> int:
-    """``None``: 5% of the cells, at least 1 and at most 10; else checked against the cells."""
-    if min_cells is None:
-        return int(max(1, min(10, math.ceil(0.05 * n_cells))))
-    if isinstance(min_cells, bool) or not isinstance(min_cells, int | np.integer) or min_cells < 1:
-        raise ValueError(f"min_cells must be a positive integer or None, got {min_cells!r}")
-    if min_cells > n_cells:
-        raise ValueError(
-            f"min_cells={min_cells} is above the {n_cells} cells analysed: no edge could be kept; "
-            "lower min_cells (or None for 5% of the cells, at most 10)"
-        )
-    return int(min_cells)

@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .. import _validate
 from ..models import resolve
+from ._attention_accum import pair_means
 from ._attention_stream import (
     _check_normalize,
     resolve_heads,
@@ -19,13 +20,7 @@ from ._attention_stream import (
     stream_attention,
 )
 from ._common import resolve_device
-from ._grn_estimators import Stream
-
-
-def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``sums / counts`` per slot, NaN where two genes never met in a cell."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+from ._grn_stats import Stream
 
 
 def attention_maps(
@@ -71,7 +66,7 @@ def attention_maps(
         run, layers=layer_idx, heads=head_idx, normalize=normalize, desc="attention"
     )
     sums, counts = acc.result()
-    maps = _means(sums[0], counts[0]).reshape(len(layer_idx), len(head_idx), len(sel), len(sel))
+    maps = pair_means(sums[0], counts[0]).reshape(len(layer_idx), len(head_idx), len(sel), len(sel))
     return {
         "maps": maps,
         "n_cells": counts[0],

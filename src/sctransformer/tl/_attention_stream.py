@@ -134,9 +134,9 @@ def _group_codes(adata: AnnData, groupby: str | None) -> tuple[np.ndarray, list[
 def stream_attention(
     run, *, layers: list[int], heads: list[int] | None, normalize: str | None, desc: str
 ):
-    """Run the model over all cells of ``run.adata`` (a :class:`~._grn_estimators.Stream`): the
-    filled :class:`AttentionSums`, and with ``run.perms`` (:class:`~._grn_estimators.Permutations`)
-    the head-averaged pair sums of each permuted pair of groups (else ``None``).
+    """Run the model over the cells of ``run`` (a :class:`~._grn_stats.Stream`): the filled
+    :class:`AttentionSums`, and with ``run.perms`` (:class:`~._grn_stats.Permutations`) the
+    head-averaged pair sums of each permuted pair of groups (else ``None``).
 
     Cells are read ``chunk_size`` at a time (tokenized on the fly unless ``obsm`` holds the
     model's tokens), grouped by length into batches padded to their longest cell, and each
@@ -145,9 +145,9 @@ def stream_attention(
     import torch
 
     from ._attention_accum import AttentionSums, rank_normalize, raw_scores
-    from ._grn_estimators import PairStats, pair_values
+    from ._grn_stats import PairStats, pair_values
 
-    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    model, lookup, codes = run.model, run.lookup, run.codes
     n_groups, perms, batch_size, device = run.n_groups, run.perms, run.batch_size, run.device
     n_genes = run.n_genes
     n_slots = 1 if heads is None else len(layers) * len(heads)
@@ -157,9 +157,10 @@ def stream_attention(
     is_gene = torch.as_tensor(np.asarray(model.vocab.is_gene))
     lookup_t = torch.as_tensor(lookup)
     objective = "ntp" if model.metadata.get("objective") == "ntp" else "mlm"
-    bar = logg.progress(total=adata.n_obs, desc=desc, unit="cells")
+    bar = logg.progress(total=run.n_cells, desc=desc, unit="cells")
     chunks = run.chunks()
-    for a, _, data in chunks:
+    for a, b, data in chunks:
+        where = run.positions(a, b)
         for idx, batch, out in infer.batches(
             model.module,
             data,
@@ -185,11 +186,11 @@ def stream_attention(
                     maps = maps.mean(dim=(1, 2))[:, None]
                 else:
                     maps = maps[:, :, heads].flatten(1, 2)
-                acc.add(maps, gene_index, torch.as_tensor(codes[a + idx]))
+                acc.add(maps, gene_index, torch.as_tensor(codes[where[idx]]))
                 acc.add_received(list(out.attentions), gene_index, real)
                 if perms is not None:
                     bb, gi, gj, vals = pair_values(maps.mean(1), gene_index)
-                    for pc in perms.batch_codes(a + idx):
+                    for pc in perms.batch_codes(where[idx]):
                         perm_stats.add(bb, gi, gj, vals, pc)
             del out, maps
     bar.close()

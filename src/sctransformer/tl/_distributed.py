@@ -1,5 +1,6 @@
 """Inference under ``torchrun``: each rank embeds a contiguous slice of the cells, rank 0
-gathers the slices in the original order and writes; the other ranks write nothing.
+gathers the slices in the original order (or adds up the ranks' sums) and writes; the other
+ranks write nothing.
 
 A slice is read through the same token path as one process (stored tokens, or tokenized chunk
 by chunk), so a backed file is streamed on every rank. The result equals a one-process run.
@@ -68,6 +69,17 @@ def sum_to_rank0(values: np.ndarray, rank: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
     dist.reduce(t, dst=0, op=dist.ReduceOp.SUM, group=cpu_group())
     return t.numpy() if rank == 0 else values
+
+
+def add_to_rank0(tensors, rank: int) -> None:
+    """Sum each CPU tensor over the ranks into rank 0's, in place, its dtype kept (through
+    :func:`sum_to_rank0`'s float64, exact for integer counts below 2**53). The other ranks'
+    tensors may change and are not to be read afterwards.
+    """
+    import torch
+
+    for t in tensors:
+        t.copy_(torch.from_numpy(sum_to_rank0(t.numpy(), rank)))
 
 
 def local_device() -> str:

@@ -1,5 +1,7 @@
-"""Gene-network estimators beside raw attention, streamed over cells in bounded memory.
+"""The gene-network estimators of ``sct.tl.attention_grn``, each one pass over the cells.
 
+``attention``
+    The attention maps themselves (:func:`~._attention_stream.stream_attention`).
 ``embedding``
     Cosine similarity of each gene's mean contextual embedding (the output of the model's
     last layer at the gene's token, averaged over the cells expressing the gene), the
@@ -13,201 +15,69 @@
     log-likelihood of the cell's own tokens under its pretraining head, averaged over heads
     and the chosen layers (gradient-weighted attention relevance).
 
-Every estimator adds per-cell contributions into sums indexed by gene and by group of cells,
-so memory is bounded by ``groups × genes²`` (plus ``groups × genes × hidden`` for embeddings)
-and one batch of model states, never by the number of cells. Group permutations for condition
-differences are more groups: each permutation assigns every compared cell to one of two
-permuted groups and its contributions are added there in the same pass.
+:func:`estimate` runs one over the cells of a :class:`~._grn_stats.Stream` and returns an
+:class:`Estimate`. Under ``torchrun`` each rank's estimate covers its share of the cells and
+:meth:`Estimate.summed_to_rank0` adds the sums on rank 0, which then holds the estimate of all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from .. import logging as logg
-from .._tokens import model_token_chunks
 from ..train import infer
 from ..train.data import collate, length_grouped_batches, model_inputs
+from ._distributed import add_to_rank0, sum_to_rank0
+from ._grn_stats import EmbedStats, Stream, add_pairs, pair_values
 
 METHODS = ("attention", "embedding", "deletion", "attention_grad")
 
 
-# -- accumulators ----------------------------------------------------------------------------------
-class PairStats:
-    """Sums of per-cell pair values and co-occurrence counts, ``[groups, genes, genes]``."""
-
-    def __init__(self, n_groups: int, n_genes: int):
-        self.shape = (n_groups, n_genes)
-        self.sums = torch.zeros(n_groups * n_genes * n_genes, dtype=torch.float64)
-        self.counts = torch.zeros(n_groups * n_genes * n_genes, dtype=torch.int64)
-
-    def add(self, cell, gi, gj, values, codes) -> None:
-        """Add pair values; ``cell`` indexes ``codes`` (the group of each cell, -1 = none)."""
-        _, g = self.shape
-        grp = codes[cell]
-        keep = grp >= 0
-        if not bool(keep.all()):
-            grp, gi, gj, values = grp[keep], gi[keep], gj[keep], values[keep]
-        flat = (grp * g + gi) * g + gj
-        self.sums.index_add_(0, flat, values.double())
-        self.counts.index_add_(0, flat, torch.ones_like(flat))
-
-    def weights(self, k: int | None) -> np.ndarray:
-        """Mean value per pair in group ``k`` (``None``: all groups; NaN where never seen)."""
-        n, g = self.shape
-        s = _group(self.sums.view(n, g, g), k)
-        c = _group(self.counts.view(n, g, g), k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(c > 0, s / np.maximum(c, 1), np.nan)
-
-    def pair_counts(self, k: int | None) -> np.ndarray:
-        n, g = self.shape
-        return _group(self.counts.view(n, g, g), k)
-
-
-class EmbedStats:
-    """Per-gene sums of contextual embeddings ``[groups, genes, d]`` and co-occurrence counts."""
-
-    def __init__(self, n_groups: int, n_genes: int, dim: int):
-        self.shape = (n_groups, n_genes)
-        self.vec = torch.zeros(n_groups * n_genes, dim, dtype=torch.float64)
-        self.present = torch.zeros(n_groups * n_genes, dtype=torch.int64)
-        self.pairs = PairStats(n_groups, n_genes)
-
-    def add(self, cell, gene, vectors, codes) -> None:
-        """Add ``vectors`` ``[P, d]`` of gene ``gene`` ``[P]`` in batch cell ``cell`` ``[P]``."""
-        _, g = self.shape
-        grp = codes[cell]
-        keep = grp >= 0
-        flat = grp[keep] * g + gene[keep]
-        self.vec.index_add_(0, flat, vectors[keep].double())
-        self.present.index_add_(0, flat, torch.ones_like(flat))
-
-    def add_pairs(self, gene_index, codes) -> None:
-        """Co-occurrence counts of a batch (``gene_index`` ``[B, L]``, -1 = not tracked)."""
-        tracked = gene_index >= 0
-        pair = tracked[:, :, None] & tracked[:, None, :]
-        bb, pp, qq = pair.nonzero(as_tuple=True)
-        gi, gj = gene_index[bb, pp], gene_index[bb, qq]
-        self.pairs.add(bb, gi, gj, torch.zeros(len(bb), dtype=torch.float64), codes)
-
-    def weights(self, k: int | None) -> np.ndarray:
-        """Cosine similarity of the mean embeddings in group ``k`` (NaN for absent genes)."""
-        n, g = self.shape
-        vec = _group(self.vec.view(n, g, -1), k)
-        cnt = _group(self.present.view(n, g), k)
-        mean = vec / np.maximum(cnt, 1)[:, None]
-        norm = np.linalg.norm(mean, axis=1)
-        unit = mean / np.maximum(norm, 1e-12)[:, None]
-        sim = unit @ unit.T
-        absent = cnt == 0
-        sim[absent, :] = np.nan
-        sim[:, absent] = np.nan
-        return sim
-
-    def pair_counts(self, k: int | None) -> np.ndarray:
-        return self.pairs.pair_counts(k)
-
-
-def _group(t: torch.Tensor, k: int | None) -> np.ndarray:
-    """Group ``k`` of a ``[groups, ...]`` tensor, or the sum over groups for ``None``."""
-    return (t.sum(0) if k is None else t[k]).numpy()
-
-
-class Permutations:
-    """Random reassignments of the cells of two groups, each a pair of extra groups.
-
-    ``labels``: 0 / 1 for cells of the two compared groups, -1 for the others. Each
-    permutation shuffles the labels among the compared cells (group sizes kept); permutation
-    ``p`` puts a cell into group ``2p + label``. The table costs one byte per compared cell and
-    permutation.
-    """
-
-    def __init__(self, labels: np.ndarray, n_permutations: int, seed: int):
-        rng = np.random.default_rng(seed)
-        inside = np.flatnonzero(labels >= 0)
-        self.n = n_permutations
-        self.codes = np.full((n_permutations, len(labels)), -1, dtype=np.int8)
-        for p in range(n_permutations):
-            self.codes[p, inside] = rng.permutation(labels[inside])
-
-    def batch_codes(self, cells: np.ndarray) -> list[torch.Tensor]:
-        """Per permutation, the permuted group of each cell in ``cells`` (global positions)."""
-        out = []
-        for p in range(self.n):
-            c = torch.as_tensor(self.codes[p, cells].astype(np.int64))
-            out.append(torch.where(c >= 0, 2 * p + c, -1))
-        return out
-
-
-def pair_values(maps: torch.Tensor, gene_index: torch.Tensor):
-    """Batch cell, gene pair and value of every tracked (query, key) pair of ``[B, L, L]`` maps."""
-    tracked = gene_index >= 0
-    pair = tracked[:, :, None] & tracked[:, None, :]
-    bb, pp, qq = pair.nonzero(as_tuple=True)
-    return bb, gene_index[bb, pp], gene_index[bb, qq], maps[bb, pp, qq].double()
-
-
-def add_pairs(stats, perm_stats, perms, cells, bb, gi, gj, values, codes) -> None:
-    """Add pair values to the group sums and, with permutations, to each permuted group."""
-    stats.add(bb, gi, gj, values, codes)
-    if perms is not None:
-        for pc in perms.batch_codes(cells):
-            perm_stats.add(bb, gi, gj, values, pc)
-
-
-# -- shared pass helpers ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Stream:
-    """One pass over ``adata``'s cells for ``model``: the tracked genes (``lookup``: token id
-    -> gene position, -1 untracked), each cell's group code, the permutations (or ``None``)
-    and how cells are read and batched.
+class Estimate:
+    """What one pass added up.
+
+    ``stats`` and ``perm_stats`` (the permuted groups', or ``None``) answer ``weights(k)`` and
+    ``pair_counts(k)`` per group ``k`` (``None``: all cells); ``attention`` is the
+    :class:`~._attention_accum.AttentionSums` of ``method="attention"`` (the same object as
+    ``stats``; per-head sums and the attention each gene receives), else ``None``.
     """
 
-    adata: object
-    model: object
-    lookup: np.ndarray
-    codes: np.ndarray
-    n_groups: int
-    perms: object
-    batch_size: int
-    chunk_size: int
-    device: object
-    tokens_key: str
-    gene_key: str | None = None
-    min_gene_fraction: float = 0.2
+    stats: object
+    perm_stats: object | None
+    n_cells: int
+    attention: object | None = None
 
-    @property
-    def n_genes(self) -> int:
-        """Genes tracked."""
-        return int((self.lookup >= 0).sum())
+    def summed_to_rank0(self, rank: int) -> Estimate:
+        """Every rank's sums and cell count added on rank 0, in place (other ranks: not to be read)."""
+        parts = [self.stats] if self.perm_stats is None else [self.stats, self.perm_stats]
+        add_to_rank0([t for part in parts for t in part.tensors()], rank)
+        return replace(self, n_cells=int(sum_to_rank0(np.array([self.n_cells]), rank)[0]))
 
-    def pair_stats(self) -> tuple[PairStats, PairStats | None]:
-        """Empty pair sums of the groups, and of the permuted groups (``None``: no permutations)."""
-        g = self.n_genes
-        perm = PairStats(2 * self.perms.n, g) if self.perms is not None else None
-        return PairStats(self.n_groups, g), perm
 
-    def chunks(self, cells=None):
-        """``(start, stop, arrays)`` of the cells (``cells``: positions, ``None``: all)."""
-        return model_token_chunks(
-            self.adata,
-            self.model,
-            key=self.tokens_key,
-            chunk_size=self.chunk_size,
-            gene_key=self.gene_key,
-            min_gene_fraction=self.min_gene_fraction,
-            cells=cells,
+def estimate(run: Stream, method: str, *, layers: list[int], heads, normalize) -> Estimate:
+    """Run ``method`` over the cells of ``run``; ``layers`` 0-based, ``heads`` for attention."""
+    from ._attention_stream import stream_attention
+
+    if method == "attention":
+        acc, perm_stats = stream_attention(
+            run, layers=layers, heads=heads, normalize=normalize, desc="attention"
         )
+        return Estimate(acc, perm_stats, acc.n_cells, attention=acc)
+    if method == "embedding":
+        return Estimate(*stream_embedding(run, layer=layers[0] + 1))
+    if method == "deletion":
+        return Estimate(*stream_deletion(run, layer=layers[0] + 1))
+    return Estimate(*stream_attention_grad(run, layers=layers))
 
 
 # -- embedding similarity ----------------------------------------------------------------------------
 def stream_embedding(run: Stream, *, layer):
     """Mean contextual gene embeddings per group (and per permuted group)."""
-    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    model, lookup, codes = run.model, run.lookup, run.codes
     n_groups, perms, batch_size, device = run.n_groups, run.perms, run.batch_size, run.device
     g = int((lookup >= 0).sum())
     d = model.config.hidden_size
@@ -215,10 +85,11 @@ def stream_embedding(run: Stream, *, layer):
     perm_stats = EmbedStats(2 * perms.n, g, d) if perms is not None else None
     lookup_t = torch.as_tensor(lookup)
     codes_t = torch.as_tensor(codes)
-    bar = logg.progress(total=adata.n_obs, desc="embedding", unit="cells")
+    bar = logg.progress(total=run.n_cells, desc="embedding", unit="cells")
     n_cells = 0
     chunks = run.chunks()
-    for a, _, data in chunks:
+    for a, b, data in chunks:
+        where = run.positions(a, b)
         for idx, batch, enc in infer.batches(
             model.module, data, batch_size=batch_size, device=device, layer=layer, progress=bar
         ):
@@ -227,7 +98,7 @@ def stream_embedding(run: Stream, *, layer):
             gene_index = torch.where(real, lookup_t[tokens], -1)
             hidden = enc.to_padded().cpu()
             bb, pp = (gene_index >= 0).nonzero(as_tuple=True)
-            cells = a + idx
+            cells = where[idx]
             cell_codes = codes_t[cells]
             stats.add(bb, gene_index[bb, pp], hidden[bb, pp], cell_codes)
             stats.add_pairs(gene_index, cell_codes)
@@ -241,28 +112,27 @@ def stream_embedding(run: Stream, *, layer):
 
 
 # -- in silico deletion -------------------------------------------------------------------------------
-def stream_deletion(run: Stream, *, layer, cells):
+def stream_deletion(run: Stream, *, layer):
     """Mean cosine shift of gene *j*'s contextual embedding when gene *i* is deleted.
 
-    ``cells``: the positions of the cells used (``None``: all). Per chunk, the unperturbed
-    states are computed once; then for each tracked gene the cells of the chunk that express
-    it are re-run without it, in length-grouped batches.
+    Over the cells of ``run`` (``run.cells``: a sample, or ``None`` for all). Per chunk, the
+    unperturbed states are computed once; then for each tracked gene the cells of the chunk
+    that express it are re-run without it, in length-grouped batches.
     """
     from ._perturb import perturb_tokens
 
-    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    model, lookup, codes = run.model, run.lookup, run.codes
     perms, batch_size, device = run.perms, run.batch_size, run.device
     stats, perm_stats = run.pair_stats()
     lookup_t = torch.as_tensor(lookup)
     codes_t = torch.as_tensor(codes)
     is_gene = np.asarray(model.vocab.is_gene)
     tracked_ids = np.flatnonzero(lookup >= 0)
-    total = adata.n_obs if cells is None else len(cells)
-    bar = logg.progress(total=total, desc="deletion", unit="cells")
+    bar = logg.progress(total=run.n_cells, desc="deletion", unit="cells")
     n_cells = 0
-    chunks = run.chunks(cells)
+    chunks = run.chunks()
     for a, b, data in chunks:
-        glob = np.arange(a, b) if cells is None else np.asarray(cells[a:b])
+        glob = run.positions(a, b)
         width = data.tokens.shape[1]
         base = torch.zeros(len(data), width, model.config.hidden_size)
         for idx, _, enc in infer.batches(
@@ -361,17 +231,18 @@ def attention_grad_maps(module, batch, layers, is_gene_t, objective="mlm") -> to
 
 def stream_attention_grad(run: Stream, *, layers):
     """Attention × gradient relevance summed per gene pair and group."""
-    adata, model, lookup, codes = run.adata, run.model, run.lookup, run.codes
+    model, lookup, codes = run.model, run.lookup, run.codes
     perms, batch_size, device = run.perms, run.batch_size, run.device
     stats, perm_stats = run.pair_stats()
     lookup_t = torch.as_tensor(lookup)
     codes_t = torch.as_tensor(codes)
     is_gene_t = torch.as_tensor(np.asarray(model.vocab.is_gene))
     objective = "ntp" if model.metadata.get("objective") == "ntp" else "mlm"
-    bar = logg.progress(total=adata.n_obs, desc="attention x gradient", unit="cells")
+    bar = logg.progress(total=run.n_cells, desc="attention x gradient", unit="cells")
     n_cells = 0
     chunks = run.chunks()
-    for a, _, data in chunks:
+    for a, b, data in chunks:
+        where = run.positions(a, b)
         for idx in length_grouped_batches(data.lengths, batch_size):
             batch = collate(data, idx, device)
             maps = attention_grad_maps(model.module, batch, layers, is_gene_t, objective).cpu()
@@ -379,39 +250,9 @@ def stream_attention_grad(run: Stream, *, layers):
             real = batch["padding_mask"].cpu()
             gene_index = torch.where(real, lookup_t[tokens], -1)
             bb, gi, gj, vals = pair_values(maps, gene_index)
-            cells = a + idx
+            cells = where[idx]
             add_pairs(stats, perm_stats, perms, cells, bb, gi, gj, vals, codes_t[cells])
             n_cells += len(idx)
             bar.update(len(idx))
     bar.close()
     return stats, perm_stats, n_cells
-
-
-# -- condition differences -------------------------------------------------------------------------
-def bh_fdr(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values."""
-    n = len(p)
-    if n == 0:
-        return p
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(adj, 1.0)
-    return out
-
-
-def permutation_test(observed: np.ndarray, perm_diffs) -> np.ndarray:
-    """Two-sided permutation p-values ``(1 + #{|d_perm| ≥ |d|}) / (1 + n)`` per entry.
-
-    ``perm_diffs`` yields one difference matrix per permutation (NaN where a permuted group
-    lacks the pair; such a permutation counts as exceeding, which keeps the test conservative).
-    """
-    exceed = np.zeros(observed.shape, dtype=np.int64)
-    n = 0
-    target = np.abs(observed)
-    for d in perm_diffs:
-        d = np.nan_to_num(np.abs(d), nan=np.inf)
-        exceed += d >= target - 1e-9 * np.maximum(target, 1e-3)
-        n += 1
-    return (1 + exceed) / (1 + n)
