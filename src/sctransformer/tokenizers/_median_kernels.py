@@ -1,12 +1,11 @@
 """Compiled kernels behind exact per-gene medians of normalised values (``rank`` without given
 medians).
 
-A strided sample of the cells brackets each gene's median between two of its sample's order
-statistics; one pass counts, per gene, the values below and inside the bracket, which shows
-whether both middle ranks fall inside; a second pass collects only the inside values, in
-float64, and a selection among them gives the exact median. A gene whose bracket misses (or
-whose sample is too small to bracket) collects all its values instead, so the result is
-always exactly ``np.median``; only the memory and time depend on the sample.
+The k-th smallest float64 value has, as float32 image, the k-th smallest image (rounding is
+monotone), so selection runs on 4-byte images: one pass counts each gene's values (and the cell
+totals), one scatters their images into per-gene segments, a radix selection finds the middle
+images, and a last pass collects the float64 values whose image is a selected one and picks the
+exact one among them.
 """
 
 from __future__ import annotations
@@ -17,124 +16,195 @@ import numpy as np
 
 from ._kernels import _kernel
 
-
-@_kernel()
-def _row_total(indptr, data, i):
-    t = 0.0
-    for j in range(indptr[i], indptr[i + 1]):
-        t += np.float64(data[j])
-    return t
+_RADIX_BUCKETS = 2048
 
 
 @_kernel()
-def sample_brackets(indptr, indices, data, col_ok, target_sum, totals, z, min_sample, lo, hi):
-    """Per usable column, ``lo``/``hi`` around its median from the sample rows given as CSR
-    (``totals[i]``: row ``i``'s denominator, NaN: the float64 sum of its stored values): the
-    sample's order statistics ``z`` binomial standard deviations below and above its middle.
-    Columns with fewer than ``min_sample`` sample values get ``(-inf, inf)``.
-    """
-    n_vars = lo.shape[0]
-    starts = np.zeros(n_vars + 1, np.int64)
-    n_rows = indptr.shape[0] - 1
-    for j in range(indptr[n_rows]):
-        d = data[j]
-        if d > 0 and math.isfinite(d) and col_ok[indices[j]]:
-            starts[indices[j] + 1] += 1
-    for c in range(n_vars):
-        starts[c + 1] += starts[c]
-    cursor = starts[:-1].copy()
-    values = np.empty(starts[n_vars], np.float64)
-    for i in range(n_rows):
-        t = totals[i]
-        if t != t:
-            t = _row_total(indptr, data, i)
-        for j in range(indptr[i], indptr[i + 1]):
-            d = data[j]
-            c = indices[j]
-            if d > 0 and math.isfinite(d) and col_ok[c]:
-                values[cursor[c]] = np.float64(d) / t * target_sum
-                cursor[c] += 1
-    for c in range(n_vars):
-        lo[c] = -np.inf
-        hi[c] = np.inf
-        m = starts[c + 1] - starts[c]
-        if m < min_sample:
-            continue
-        seg = values[starts[c] : starts[c + 1]]
-        half = 0.5 * z * math.sqrt(m)
-        a = math.floor(0.5 * m - half) - 1
-        b = math.ceil(0.5 * m + half)
-        if a >= 0:
-            lo[c] = np.partition(seg, a)[a]
-        if b < m:
-            hi[c] = np.partition(seg, b)[b]
-
-
-# Inside/outside is a coin flip near the middle, so the two passes below count and write
-# without branching on it (a mispredicted branch per value cost four times the pass).
-
-
-@_kernel()
-def bracket_counts(indptr, indices, data, col_ok, r0, r1, target_sum, totals, lo, hi, counts,
-                   below, inside):  # fmt: skip
-    """Rows ``r0:r1``: per usable column, its nonzero values (``counts``), those under
-    ``lo`` (``below``) and those in ``[lo, hi]`` (``inside``), each value scaled to
-    ``target_sum / totals[i]``; a NaN total becomes the row's float64 sum (written back).
-    Returns (all finite, all non-negative) of the stored values.
+def count_rows(indptr, indices, data, col_ok, r0, r1, counts, totals):
+    """Rows ``r0:r1``: add each usable column's nonzero values to ``counts``, and write each
+    row's float64 sum over all stored values into ``totals`` where it is NaN. Returns (all
+    finite, all non-negative).
     """
     finite = True
     non_negative = True
     for i in range(r0, r1):
-        t = totals[i]
-        if t != t:
-            t = _row_total(indptr, data, i)
-            totals[i] = t
+        t = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             d = data[j]
-            c = indices[j]
-            finite &= math.isfinite(d)
-            non_negative &= not d < 0
-            ok = (d > 0) & col_ok[c]
-            v = np.float64(d) / t * target_sum
-            counts[c] += ok
-            below[c] += ok & (v < lo[c])
-            inside[c] += ok & (v >= lo[c]) & (v <= hi[c])
+            t += np.float64(d)
+            if not math.isfinite(d):
+                finite = False
+            elif d < 0:
+                non_negative = False
+            elif d > 0 and col_ok[indices[j]]:
+                counts[indices[j]] += 1
+        if totals[i] != totals[i]:
+            totals[i] = t
     return finite, non_negative
 
 
 @_kernel()
-def collect_bracket(indptr, indices, data, col_ok, r0, r1, target_sum, totals, lo, hi, cursor,
-                    out, spare):  # fmt: skip
-    """Each usable value of rows ``r0:r1`` in its column's ``[lo, hi]``, scaled as in
-    :func:`bracket_counts`, written at the column's ``cursor`` (advanced); the others are
-    written to ``out[spare]``, a slot of this caller's own.
+def scatter_images(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cursor, out):
+    """The float32 image of each usable nonzero value of rows ``r0:r1`` scaled to
+    ``target_sum / totals[i]``, written at its column's ``cursor``.
     """
     for i in range(r0, r1):
         t = totals[i]
         for j in range(indptr[i], indptr[i + 1]):
-            d = data[j]
             c = indices[j]
-            v = np.float64(d) / t * target_sum
-            keep = np.int64((d > 0) & col_ok[c] & (v >= lo[c]) & (v <= hi[c]))
-            out[keep * cursor[c] + (1 - keep) * spare] = v
-            cursor[c] += keep
+            if data[j] > 0 and col_ok[c]:
+                out[cursor[c]] = np.float32(np.float64(data[j]) / t * target_sum)
+                cursor[c] += 1
 
 
 @_kernel()
-def bracket_medians(counts, below, starts, groups, c0, c1, out):
-    """``np.median`` of columns ``c0:c1`` (NaN where empty) from their collected values
-    ``groups[starts[c]:starts[c + 1]]``, which hold both middle ranks, ``below[c]`` values
-    lying under them.
+def _kth_bits(bits, lo, hi, k, hist, buf):
+    """The ``k``-th smallest (0-based) of the uint32 words ``bits[lo:hi]`` (radix select)."""
+    n = hi - lo
+    kmin = bits[lo]
+    kmax = bits[lo]
+    for e in range(lo + 1, hi):
+        b = bits[e]
+        if b < kmin:
+            kmin = b
+        elif b > kmax:
+            kmax = b
+    src_is_bits = True
+    while kmin != kmax:
+        span = np.int64(kmax) - np.int64(kmin)
+        shift = 0
+        while (span >> shift) >= _RADIX_BUCKETS:
+            shift += 1
+        width = (span >> shift) + 1
+        hist[:width] = 0
+        base = np.int64(kmin)
+        if src_is_bits:
+            for e in range(lo, hi):
+                hist[(np.int64(bits[e]) - base) >> shift] += 1
+        else:
+            for e in range(n):
+                hist[(np.int64(buf[e]) - base) >> shift] += 1
+        bucket = 0
+        while k >= hist[bucket]:
+            k -= hist[bucket]
+            bucket += 1
+        m = 0
+        new_min = kmax
+        new_max = kmin
+        if src_is_bits:
+            for e in range(lo, hi):
+                b = bits[e]
+                if ((np.int64(b) - base) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        else:
+            for e in range(n):
+                b = buf[e]
+                if ((np.int64(b) - base) >> shift) == bucket:
+                    buf[m] = b
+                    m += 1
+                    new_min = min(new_min, b)
+                    new_max = max(new_max, b)
+        src_is_bits = False
+        n = m
+        kmin = new_min
+        kmax = new_max
+    return kmin
+
+
+@_kernel()
+def select_images(starts, images, c0, c1, target, rank, size):
+    """For columns ``c0:c1``: the images of the two middle elements (``target[c, 0]`` lower,
+    ``[c, 1]`` upper; equal for odd counts), each one's rank among the values sharing its
+    image (``rank``) and how many share it (``size``).
     """
+    bits = images.view(np.uint32)
+    cap = 1
     for c in range(c0, c1):
+        cap = max(cap, starts[c + 1] - starts[c])
+    hist = np.empty(_RADIX_BUCKETS, np.int64)
+    buf = np.empty(cap, np.uint32)
+    for c in range(c0, c1):
+        lo, hi = starts[c], starts[c + 1]
+        n = hi - lo
+        if n == 0:
+            size[c, 0] = 0
+            size[c, 1] = 0
+            continue
+        k = n // 2
+        up = _kth_bits(bits, lo, hi, k, hist, buf)
+        below = 0
+        equal = 0
+        under = np.uint32(0)
+        for e in range(lo, hi):
+            b = bits[e]
+            if b < up:
+                below += 1
+                if b > under:
+                    under = b
+            elif b == up:
+                equal += 1
+        target[c, 1] = up
+        rank[c, 1] = k - below
+        size[c, 1] = equal
+        kl = k if n % 2 else k - 1
+        if kl >= below:  # the lower middle shares the upper's image
+            target[c, 0] = up
+            rank[c, 0] = kl - below
+            size[c, 0] = equal
+        else:  # it is the largest image below: rank counted from the top of its group
+            eq_under = 0
+            for e in range(lo, hi):
+                if bits[e] == under:
+                    eq_under += 1
+            target[c, 0] = under
+            rank[c, 0] = eq_under - 1
+            size[c, 0] = eq_under
+
+
+@_kernel()
+def collect_exact(indptr, indices, data, col_ok, r0, r1, target_sum, totals, target, gstart,
+                  gpos, out):  # fmt: skip
+    """The float64 values whose float32 image is a column's target image (``target[c, 0]``
+    lower, ``[c, 1]`` upper middle, as float32), written from ``gstart[c, s]`` on (``gpos``
+    counts them). A lower target equal to the upper one shares its group.
+    """
+    for i in range(r0, r1):
+        t = totals[i]
+        for j in range(indptr[i], indptr[i + 1]):
+            c = indices[j]
+            if data[j] > 0 and col_ok[c]:
+                v = np.float64(data[j]) / t * target_sum
+                img = np.float32(v)
+                if img == target[c, 1]:
+                    out[gstart[c, 1] + gpos[c, 1]] = v
+                    gpos[c, 1] += 1
+                elif img == target[c, 0]:
+                    out[gstart[c, 0] + gpos[c, 0]] = v
+                    gpos[c, 0] += 1
+
+
+@_kernel()
+def exact_medians(counts, gstart, rank, size, target, groups, out):
+    """``np.median`` of each column (NaN where empty) from the float64 values collected
+    around its middle (``groups``).
+    """
+    for c in range(counts.shape[0]):
         n = counts[c]
         if n == 0:
             out[c] = np.nan
             continue
-        k = n // 2 - below[c]
-        part = np.partition(groups[starts[c] : starts[c + 1]], k)
-        upper = part[k]
+        a = gstart[c, 1]
+        upper_group = np.sort(groups[a : a + size[c, 1]])
+        upper = upper_group[rank[c, 1]]
         if n % 2:
             out[c] = upper
-        else:  # numpy: the mean of the two middle values; the lower is the largest before k
-            out[c] = (part[:k].max() + upper) / 2.0
+            continue
+        if target[c, 0] == target[c, 1]:
+            lower = upper_group[rank[c, 0]]
+        else:
+            a = gstart[c, 0]
+            lower = np.sort(groups[a : a + size[c, 0]])[rank[c, 0]]
+        out[c] = (lower + upper) / 2.0  # numpy: the mean of the two middle values
