@@ -21,7 +21,7 @@ from ..models import resolve
 from ..models._model import record_params
 from ..train import infer
 from . import _metrics
-from ._annotator import fit_annotator
+from ._annotator_fit import fit_annotator
 from ._baselines import (
     ALIASES,
     BASELINES,
