@@ -16,7 +16,8 @@ from .. import logging as logg
 from .._backed import check_writable
 from .._tokens import model_tokens
 from ..models import resolve
-from ._annotator import METHODS, CellAnnotator, check_threshold, fit_annotator
+from ._annotator import METHODS, CellAnnotator, check_threshold
+from ._annotator_fit import fit_annotator
 from ._common import batch_values, check_positive, copy_of, resolve_device
 
 
