@@ -177,6 +177,7 @@ def annotate(
         if new:
             logg.hint(f"added batch tokens for {new[:5]}{'…' if len(new) > 5 else ''}")
     dev = resolve_device(device)
+    precision = model.precision(precision, dev)
 
     ref_idx = np.flatnonzero(known)
     start = logg.info(

@@ -135,6 +135,7 @@ class CellAnnotator:
         annot = self.prepared(
             adata, gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes
         )
+        precision = annot.model.precision(precision, resolve_device(device))  # once per call
         proba = np.zeros((adata.n_obs, len(self.classes)))
         bar = logg.progress(total=adata.n_obs, desc="annotate", unit="cells")
         chunks = model_token_chunks(

@@ -256,6 +256,7 @@ def benchmark(
         net = prepared_model(model, adata, test_adata, kw, batch_key=batch_key,
                              min_genes=min_genes, **match)  # fmt: skip
     dev = resolve_device(device)
+    precision = net.precision(precision, dev) if net is not None else precision
 
     n_runs = sum(len(v) for v in splits.values())
     start = logg.info(
