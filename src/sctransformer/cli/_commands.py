@@ -170,7 +170,7 @@ def cmd_pretrain(args, argv):
 
 
 def _registered(name: str):
-    from ..models._registry import REGISTRY
+    from ..models._published import REGISTRY
 
     if name not in REGISTRY:
         raise CliError(
