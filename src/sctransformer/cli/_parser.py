@@ -33,20 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     # --- models ---------------------------------------------------------------------------
     m = command(sub, "models", "the model registry: list, fetch, files")
     msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    ml = msub.add_parser("list", help="every named model", formatter_class=Formatter)
+
+    def action(name, help):
+        return msub.add_parser(name, help=help, formatter_class=Formatter)
+
+    ml = action("list", "every named model")
     ml.add_argument("--tsv", action="store_true", help="tab-separated, every column")
-    mf = msub.add_parser(
-        "fetch",
-        help="download (sha256-checked), convert and cache a model; print its folder",
-        formatter_class=Formatter,
-    )
+    mf = action("fetch", "download (sha256-checked), convert and cache a model; print its folder")
     mf.add_argument("name", help="a name from `sctransformer models list`")
     mf.add_argument("--output", metavar="FOLDER", help="also copy the model folder here")
-    mfi = msub.add_parser(
-        "files",
-        help="the files a model needs, their sha256 and where to place them offline",
-        formatter_class=Formatter,
-    )
+    mfi = action("files", "the files a model needs, their sha256 and where to place them offline")
     mfi.add_argument("name", help="a name from `sctransformer models list`")
     for mp in (ml, mf, mfi):
         no_data_options(mp)
