@@ -397,7 +397,7 @@ def test_models_list_files_fetch(tmp_path, capsys):
 
 
 def test_gene_match_keywords_reach_only_functions_that_take_them():
-    from sctransformer.cli._commands import _call
+    from sctransformer.cli._step import call
 
     def takes(adata, *, min_gene_fraction=0.2, gene_key=None):
         return {"min_gene_fraction": min_gene_fraction, "gene_key": gene_key}
@@ -405,17 +405,17 @@ def test_gene_match_keywords_reach_only_functions_that_take_them():
     def lacks(adata):
         return "called"
 
-    assert _call(takes, None, min_gene_fraction=0.5, gene_key="ids", min_genes=None) == {
+    assert call(takes, None, min_gene_fraction=0.5, gene_key="ids", min_genes=None) == {
         "min_gene_fraction": 0.5,
         "gene_key": "ids",
     }
-    assert _call(takes, None, min_gene_fraction=None, gene_key=None) == {
+    assert call(takes, None, min_gene_fraction=None, gene_key=None) == {
         "min_gene_fraction": 0.2,  # unset on the command line: the function's default
         "gene_key": None,
     }
-    assert _call(lacks, None, min_gene_fraction=None, min_genes=None) == "called"
+    assert call(lacks, None, min_gene_fraction=None, min_genes=None) == "called"
     with pytest.warns(UserWarning, match="--min-genes is ignored"):
-        assert _call(lacks, None, min_genes=10) == "called"
+        assert call(lacks, None, min_genes=10) == "called"
 
 
 def test_demo_fails_in_one_line_when_its_folder_cannot_be_made(tmp_path, capsys):

@@ -8,7 +8,7 @@ import torch
 
 import sctransformer as sct
 from sctransformer.demo import knn_accuracy
-from sctransformer.models._registry import REGISTRY
+from sctransformer.models._published import REGISTRY
 
 TINY = REGISTRY["sct-tiny-pbmc"].location()
 needs_tiny = pytest.mark.skipif(

@@ -11,13 +11,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import sctransformer as sct
-from sctransformer.models import _registry
+from sctransformer.models import ModelEntry, RemoteFile
 from sctransformer.models._fetch import (
     ChecksumError,
     DownloadError,
     OfflineError,
     fetch,
 )
+from sctransformer.models._published import REGISTRY
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -137,15 +138,15 @@ def test_published_entries_are_pinned():
         "scgpt-human": "6cb5d451ab5c4b33eb673adbe4fddc61d2389df1b89b7651a9fe2e557572b922",
     }
     for name, sha in expected.items():
-        entry = _registry.REGISTRY[name]
+        entry = REGISTRY[name]
         assert entry.files["weights"].sha256 == sha
         for f in entry.files.values():
             assert len(f.sha256) == 64 and "/resolve/main/" not in f.url
             assert "/resolve/ff551ee4" in f.url or "/resolve/a24c2377" in f.url
         assert table.loc[name, "license"].split()[0] in {"Apache-2.0", "MIT"}
         assert table.loc[name, "citation"]
-    assert _registry.REGISTRY["geneformer-v1-10m"].files["weights"].size == 41_183_536
-    assert _registry.REGISTRY["scgpt-human"].files["weights"].size == 205_385_258
+    assert REGISTRY["geneformer-v1-10m"].files["weights"].size == 41_183_536
+    assert REGISTRY["scgpt-human"].files["weights"].size == 205_385_258
 
 
 def test_offline_load_lists_every_missing_file(cache, monkeypatch):
@@ -175,8 +176,8 @@ def _serve_geneformer(tmp_path, root, base):
     ):
         shutil.copy(src / fname, root / fname)
         data = (root / fname).read_bytes()
-        files[role] = _registry.RemoteFile(base + fname, _sha(data), len(data))
-    entry = _registry.ModelEntry(
+        files[role] = RemoteFile(base + fname, _sha(data), len(data))
+    entry = ModelEntry(
         name="test-geneformer",
         description="test",
         source="local test server",
@@ -195,7 +196,7 @@ def test_load_by_name_downloads_converts_once_and_reuses(tmp_path, server, cache
 
     root, base, hits = server
     entry, bert = _serve_geneformer(tmp_path, root, base)
-    monkeypatch.setitem(_registry.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(REGISTRY, entry.name, entry)
     model = sct.models.load(entry.name)
     assert len(hits) == 4
     converted = cache / entry.name / "converted"
@@ -225,7 +226,7 @@ def test_load_by_name_downloads_converts_once_and_reuses(tmp_path, server, cache
 def test_tampered_download_in_cache_is_replaced_online(tmp_path, server, cache, monkeypatch):
     root, base, hits = server
     entry, _ = _serve_geneformer(tmp_path, root, base)
-    monkeypatch.setitem(_registry.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(REGISTRY, entry.name, entry)
     dl = cache / entry.name / "download"
     dl.mkdir(parents=True)
     (dl / "token_dictionary_gc104M.pkl").write_bytes(b"not the dictionary")

@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 from ._io import CliError
-from ._parser import PLOT_FORMATS, build_parser
+from ._options import PLOT_FORMATS
+from ._parser import build_parser
 
 #: The tokenizer's warning for non-count input: the CLI turns it into an error.
 NON_COUNTS_WARNING = r"the matrix is not integer counts"

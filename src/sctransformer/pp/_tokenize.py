@@ -13,7 +13,8 @@ from .. import logging as logg
 from .._backed import check_writable
 from .._mudata import is_mudata
 from .._mudata import tokenize as tokenize_mudata
-from .._tokens import tokenize_arrays, write_tokens
+from .._token_store import write_tokens
+from .._tokenize_arrays import tokenize_arrays
 
 
 def tokenize(

@@ -140,24 +140,30 @@ def embed_cells(
     else:
         bar.close()
     adata = copy_of(adata) if copy else adata
+    params = model.record(
+        device=dev,
+        seed=seed,
+        pooling=pooling,
+        layer=layer,
+        precision=precision,
+        batch_size=batch_size,
+        tokens_reused=reuse,
+        gene_key=gene_key,
+        min_gene_fraction=min_gene_fraction,
+        **({"world_size": size} if ranked else {}),
+    )
+    store_embedding(adata, emb, key_added=key_added, params=params, start=start)
+    return adata if copy else None
+
+
+def store_embedding(adata, emb: np.ndarray, *, key_added: str, params: dict, start) -> None:
+    """Write a cell embedding to ``obsm[key_added]`` and its parameters to
+    ``uns["<key_added without X_>_embed"]["params"]``, and log what was added.
+    """
     adata.obsm[key_added] = emb
     uns_key = f"{key_added.removeprefix('X_')}_embed"
-    adata.uns[uns_key] = {
-        "params": model.record(
-            device=dev,
-            seed=seed,
-            pooling=pooling,
-            layer=layer,
-            precision=precision,
-            batch_size=batch_size,
-            tokens_reused=reuse,
-            gene_key=gene_key,
-            min_gene_fraction=min_gene_fraction,
-            **({"world_size": size} if ranked else {}),
-        )
-    }
+    adata.uns[uns_key] = {"params": params}
     logg.info("    finished", time=start, deep=f"added obsm[{key_added!r}], uns[{uns_key!r}]")
-    return adata if copy else None
 
 
 def _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes) -> None:

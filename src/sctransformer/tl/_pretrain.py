@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _validate
 from .. import logging as logg
-from .._tokens import read_tokens, stored_params, stored_vocab
+from .._token_store import read_tokens, stored_params, stored_vocab
 from ..models import Model
 from ..nn.config import TransformerConfig
 from ..tokenizers import GeneVocab
