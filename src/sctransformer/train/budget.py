@@ -2,7 +2,7 @@
 
 Training memory is bounded by batch × tokens: attention never keeps a per-head ``L × L`` matrix
 for the backward pass (fused kernels, or blocks recomputed in the backward pass, see
-:mod:`sctransformer.nn.attention`) and the vocabulary logits exist only at the predicted
+:mod:`sctransformer.nn.blockwise`) and the vocabulary logits exist only at the predicted
 positions, a block at a time (:func:`sctransformer.train.objectives.token_loss`). What is left
 grows linearly with the tokens of a batch; :func:`estimate_training_bytes` is that formula with
 constants fitted to measured peaks (``benchmarks/pretrain.py --memory`` prints both side by side).
@@ -98,7 +98,7 @@ def n_parameters(config) -> int:
 
 
 def _blockwise_attention(config, batch: int, length: int, device: str) -> bool:
-    from ..nn.attention import needs_blockwise
+    from ..nn.blockwise import needs_blockwise
 
     return needs_blockwise(batch, config.num_heads, length, config.attention_dropout, device)
 
@@ -154,7 +154,7 @@ def estimate_training_bytes(
         "activations": tokens * per_token,
     }
     if blockwise:
-        from ..nn.attention import BLOCK_ELEMENTS
+        from ..nn.blockwise import BLOCK_ELEMENTS
 
         block = min(batch_size * heads * length * length, BLOCK_ELEMENTS)
         parts["attention"] = ATTENTION_BLOCK_COPIES * 4 * block
