@@ -132,7 +132,8 @@ def pretrain(
     import torch
 
     from ..models import resolve
-    from ..train.loop import TrainConfig, config_dict, init_distributed_from_env, train
+    from ..train.distributed import init_distributed_from_env
+    from ..train.loop import TrainConfig, config_dict, train
 
     _validate.check_nonempty(adata)
     cfg = TrainConfig(

@@ -14,8 +14,6 @@ to the same update (the masks are drawn for the whole batch, as under DDP), and 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -25,8 +23,12 @@ import numpy as np
 import torch
 
 from .. import logging as logg
+from .checkpoint import load_state, save_state, start_step_of
 from .data import TokenArrays, collate, length_grouped_batches
+from .distributed import process_group
 from .objectives import OBJECTIVES
+from .optim import optimizer, seed_step
+from .step import Step, accumulate, global_objective, share
 
 
 @dataclass
@@ -70,75 +72,6 @@ class TrainConfig:
             )
         if self.memory_limit is not None and self.memory_limit < 1:
             raise ValueError("memory_limit must be a positive number of bytes or None")
-
-
-def schedule(step: int, total: int, warmup: int, kind: str = "cosine") -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to zero (or constant)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if kind == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int, *, lr_of=None):
-    """AdamW (no weight decay on biases and norms) and its warm-up + cosine-decay schedule over
-    ``total`` steps. ``lr_of(parameter)`` gives a parameter its own base rate (default
-    ``cfg.lr``), e.g. a new head faster than a pretrained encoder.
-    """
-    named = list(model.named_parameters())
-    groups: dict[tuple[float, float], list] = {}
-    for n, p in named:
-        decay = cfg.weight_decay if p.ndim > 1 and "norm" not in n.lower() else 0.0
-        rate = cfg.lr if lr_of is None else float(lr_of(p))
-        groups.setdefault((decay, rate), []).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": ps, "weight_decay": d, "lr": r} for (d, r), ps in groups.items()],
-        lr=cfg.lr,
-    )
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: schedule(s, total, warmup, cfg.lr_schedule)
-    )
-    return opt, sched
-
-
-def seed_step(seed: int, step: int) -> torch.Generator:
-    """Seed step ``step``'s dropout (torch's global generator) and return its masking
-    generator, so a step's randomness depends on (seed, step) only: resume is exact.
-    """
-    torch.manual_seed(seed * 1_000_003 + step)
-    return torch.Generator().manual_seed(seed * 1_000_033 + step)
-
-
-class _Step(torch.nn.Module):
-    """Wraps model + objective so DistributedDataParallel sees one forward per step."""
-
-    def __init__(self, model, objective: str) -> None:
-        super().__init__()
-        self.model = model
-        self.objective = OBJECTIVES[objective]
-
-    def forward(self, batch, **kw):
-        return self.objective(self.model, batch, **kw)
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def init_distributed_from_env() -> bool:
-    """Start the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
 
 
 def _plan(data: TokenArrays, cfg: TrainConfig) -> list[np.ndarray]:
@@ -185,13 +118,14 @@ def train(
         Before training, when not even one of the longest cells fits in memory.
     """
     from ..nn.precision import autocast_context, choose_precision
-    from .budget import TrainingCost, available_memory, estimate_training_bytes, fit_batch_size
+    from .budget import available_memory, estimate_training_bytes, fit_batch_size
+    from .cost import TrainingCost
 
-    dist = _dist()
+    dist = process_group()
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
     device = torch.device(device)
     model.to(device).train()
-    step_module = _Step(model, cfg.objective)
+    step_module = Step(model, cfg.objective)
     runner = step_module
     if dist:
         # pretraining objectives use every head except a classifier; only then is the extra
@@ -260,7 +194,7 @@ def train(
     history: list[dict] = []
     start_step = 0
     if resume_from is not None:
-        start_step, history = _load_state(resume_from, model, opt, sched)
+        start_step, history = load_state(resume_from, model, opt, sched)
     is_gene_t = torch.as_tensor(is_gene, dtype=torch.bool, device=device)
     n_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     bar = logg.progress(total=total, desc=f"pretrain ({cfg.objective})", unit="step")
@@ -271,7 +205,7 @@ def train(
             gen = seed_step(cfg.seed, step)
             batch = collate(data, batches[step])
             # masks are drawn for the global batch, then each process keeps its share
-            local = _share(batch, rank, world)
+            local = share(batch, rank, world)
             kw = {
                 "is_gene": is_gene_t,
                 "mask_id": mask_id,
@@ -281,7 +215,7 @@ def train(
             }
             opt.zero_grad(set_to_none=True)
             if not use_passes:
-                loss_sum, n = _global_objective(runner, batch, local, kw, device, dist)
+                loss_sum, n = global_objective(runner, batch, local, kw, device, dist)
                 n_total = torch.tensor(float(n), device=device)
                 if dist:
                     dist.all_reduce(n_total)
@@ -289,7 +223,7 @@ def train(
                 loss = loss_sum * (world / n_total)
                 loss.backward()
             else:
-                loss_sum, n_total = _accumulate(runner, batch, local, micro, kw, device, dist)
+                loss_sum, n_total = accumulate(runner, batch, local, micro, kw, device, dist)
                 for p in model.parameters():
                     if p.grad is not None:
                         p.grad.mul_(world / n_total)
@@ -325,110 +259,6 @@ def train(
     bar.close()
     model.eval()
     return history
-
-
-def _share(batch: dict, rank: int, world: int) -> np.ndarray:
-    """Rows of the global batch this process computes."""
-    return np.arange(len(batch["index"]))[rank::world]
-
-
-def start_step_of(path) -> int:
-    """The step a ``step-N`` checkpoint folder resumes from (0 when it cannot be read)."""
-    try:
-        trainer = torch.load(Path(path) / "trainer_state.pt", weights_only=True)
-    except (OSError, RuntimeError):
-        return 0
-    return int(trainer.get("step", 0))
-
-
-def _accumulate(runner, batch, rows, micro, kw, device, dist):
-    """One step's gradients in passes of ``micro`` cells of this process's ``rows``.
-
-    Every pass draws its masks from the step's generator state over the global batch and keeps
-    its rows (as processes do under DDP), so the masked positions equal a single pass's; each
-    pass is trimmed to its longest cell. Gradients of the summed losses accumulate; the caller
-    divides them by the global number of predicted positions, returned here with the loss sum.
-    """
-    gen = kw["gen"]
-    state = gen.get_state()
-    loss_total = torch.zeros((), device=device)
-    n_local = 0
-    passes = [rows[i : i + micro] for i in range(0, len(rows), micro)]
-    for j, part in enumerate(passes):
-        gen.set_state(state)
-        last = j == len(passes) - 1
-        sync = runner.no_sync() if dist and not last else contextlib.nullcontext()
-        with sync:
-            loss_sum, n = _rows_objective(runner, batch, part, kw, device)
-            loss_sum.backward()
-        loss_total += loss_sum.detach()
-        n_local += n
-    n_total = torch.tensor(float(n_local), device=device)
-    if dist:
-        dist.all_reduce(n_total)
-    return loss_total, max(float(n_total), 1.0)
-
-
-def _rows_objective(runner, batch, rows, kw, device):
-    """The objective on ``rows`` of the global batch, padded only to their longest cell."""
-    rows_t = torch.as_tensor(rows, dtype=torch.long)
-    width = max(1, int(batch["lengths"][rows_t].max()))
-    local = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v[rows_t]
-            local[k] = (v[:, :width] if v.ndim == 2 else v).to(device)
-        else:
-            local[k] = v[rows]
-    local["global_shape"] = tuple(batch["tokens"].shape)
-    local["rows"] = rows_t
-    return runner(local, **kw)
-
-
-def _global_objective(runner, batch, rows, kw, device, dist):
-    """Run the objective on this process's rows of the global batch.
-
-    Random draws are made over the global batch's shape and then sliced (``global_shape`` and
-    ``rows`` entries), so every process corrupts its cells exactly as a single process would.
-    """
-    if dist is None:
-        b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        return runner(b, **kw)
-    rows_t = torch.as_tensor(rows, dtype=torch.long)
-    local = {k: (v[rows_t].to(device) if torch.is_tensor(v) else v[rows]) for k, v in batch.items()}
-    local["global_shape"] = tuple(batch["tokens"].shape)
-    local["rows"] = rows_t
-    return runner(local, **kw)
-
-
-def save_state(path: Path, model, opt, sched, step: int, history: list[dict]) -> None:
-    """A resumable checkpoint: the model folder plus optimiser and scheduler state."""
-    from ..models._io import save
-
-    save(model, path / "model")
-    torch.save(
-        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step},
-        path / "trainer_state.pt",
-    )
-    (path / "history.json").write_text(json.dumps(history))
-
-
-def _load_state(path, model, opt, sched) -> tuple[int, list[dict]]:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / "trainer_state.pt").exists():
-        raise FileNotFoundError(
-            f"{path} is not a training checkpoint (no trainer_state.pt); pass a "
-            "checkpoint_dir/step-N folder written during pretraining"
-        )
-    state = load_file(str(path / "model" / "model.safetensors"))
-    model.load_state_dict(state, strict=False)
-    trainer = torch.load(path / "trainer_state.pt", weights_only=True)
-    opt.load_state_dict(trainer["optimizer"])
-    sched.load_state_dict(trainer["scheduler"])
-    history = json.loads((path / "history.json").read_text())
-    return int(trainer["step"]), history
 
 
 def config_dict(cfg: TrainConfig) -> dict:
