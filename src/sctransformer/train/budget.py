@@ -7,7 +7,8 @@ positions, a block at a time (:func:`sctransformer.train.objectives.token_loss`)
 grows linearly with the tokens of a batch; :func:`estimate_training_bytes` is that formula with
 constants fitted to measured peaks (``benchmarks/pretrain.py --memory`` prints both side by side).
 :func:`fit_batch_size` compares it with the memory available and returns the number of cells
-that fit in one forward/backward pass; :class:`~sctransformer.train.cost.TrainingCost` logs the
+that fit in one forward/backward pass; :func:`plan_passes` is the plan that pretraining and
+fine-tuning both follow (passes of that many cells, gradients accumulated); :class:`~sctransformer.train.cost.TrainingCost` logs the
 plan and the time measured on the first steps.
 """
 
@@ -19,11 +20,13 @@ from pathlib import Path
 
 __all__ = [
     "MemoryEstimate",
+    "PassPlan",
     "TrainingMemoryError",
     "available_memory",
     "estimate_training_bytes",
     "fit_batch_size",
     "n_parameters",
+    "plan_passes",
 ]
 
 GiB = 2**30
@@ -263,3 +266,69 @@ def fit_batch_size(
             f"{memory / GiB:.1f} GiB is available on {device}; {hint}, or train on a GPU"
         )
     return lo
+
+
+@dataclass
+class PassPlan:
+    """How each training step of ``batch_size`` cells runs: in passes of ``micro_batch_size``.
+
+    ``estimate`` is the peak of one pass, ``memory`` the bytes it was planned against.
+    """
+
+    batch_size: int
+    micro_batch_size: int
+    estimate: MemoryEstimate
+    memory: int
+
+    @property
+    def in_passes(self) -> bool:
+        """Whether a step needs more than one pass (gradients accumulated over them)."""
+        return self.micro_batch_size < self.batch_size
+
+
+def plan_passes(
+    model,
+    batch_size: int,
+    length: int,
+    *,
+    objective: str | None = "mlm",
+    mask_prob: float = 0.15,
+    device: str = "cpu",
+    memory: int | None = None,
+    micro_batch_size: int | None = None,
+    agree=None,
+) -> PassPlan:
+    """The passes a training step of ``batch_size`` cells of up to ``length`` tokens runs in.
+
+    Parameters
+    ----------
+    model
+        The module being trained (its ``config`` and parameter count size the estimate).
+    batch_size, length, objective, mask_prob, device, memory
+        See :func:`fit_batch_size`; ``memory=None`` asks :func:`available_memory`.
+    micro_batch_size
+        Cells per pass when the caller fixes it; ``None`` fits it to ``memory``.
+    agree
+        Called with the fitted number of cells, returns the number every process uses (under
+        DDP all processes must accumulate alike).
+
+    Raises
+    ------
+    TrainingMemoryError
+        When not even one cell fits (before any weight changes).
+    """
+    device = str(device)
+    memory = available_memory(device) if memory is None else int(memory)
+    kw = dict(
+        objective=objective,
+        mask_prob=mask_prob,
+        device=device,
+        n_params=sum(p.numel() for p in model.parameters()),
+    )
+    if micro_batch_size is None:
+        micro_batch_size = fit_batch_size(model.config, batch_size, length, memory=memory, **kw)
+    micro = min(micro_batch_size, batch_size)
+    if agree is not None:
+        micro = int(agree(micro))
+    estimate = estimate_training_bytes(model.config, micro, length, **kw)
+    return PassPlan(batch_size, micro, estimate, memory)

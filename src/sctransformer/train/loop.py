@@ -118,7 +118,7 @@ def train(
         Before training, when not even one of the longest cells fits in memory.
     """
     from ..nn.precision import autocast_context, choose_precision
-    from .budget import available_memory, estimate_training_bytes, fit_batch_size
+    from .budget import plan_passes
     from .cost import TrainingCost
 
     dist = process_group()
@@ -144,37 +144,27 @@ def train(
         code = torch.tensor([names.index(cfg.precision)], device=device)
         dist.broadcast(code, 0)
         cfg.precision = names[int(code)]
+
+    def smallest(micro: int) -> int:  # every process must accumulate, or none
+        if not dist:
+            return micro
+        fits = torch.tensor([micro], device=device)
+        dist.all_reduce(fits, op=dist.ReduceOp.MIN)
+        return int(fits)
+
     local_cells = -(-cfg.batch_size // world)
-    memory = cfg.memory_limit or available_memory(str(device))
-    objective_kind = cfg.objective
-    n_params = sum(p.numel() for p in model.parameters())
-    if cfg.micro_batch_size is None:
-        cfg.micro_batch_size = fit_batch_size(
-            model.config,
-            local_cells,
-            longest,
-            objective=objective_kind,
-            mask_prob=cfg.mask_prob,
-            device=str(device),
-            memory=memory,
-            n_params=n_params,
-        )
-    micro = min(cfg.micro_batch_size, local_cells)
-    if dist:  # every process must accumulate, or none: the smallest fit decides
-        smallest = torch.tensor([micro], device=device)
-        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
-        micro = int(smallest)
-    cfg.micro_batch_size = micro
-    use_passes = micro < local_cells
-    estimate = estimate_training_bytes(
-        model.config,
-        micro,
+    passes = plan_passes(
+        model,
+        local_cells,
         longest,
-        objective=objective_kind,
+        objective=cfg.objective,
         mask_prob=cfg.mask_prob,
         device=str(device),
-        n_params=n_params,
+        memory=cfg.memory_limit or None,
+        micro_batch_size=cfg.micro_batch_size,
+        agree=smallest,
     )
+    micro = cfg.micro_batch_size = passes.micro_batch_size
     cost = TrainingCost(
         lengths=data.lengths,
         steps=total - (start_step_of(resume_from) if resume_from is not None else 0),
@@ -185,8 +175,8 @@ def train(
         max_length=max_length or (data.tokens.shape[1] if len(data) else None),
         n_truncated=n_truncated,
         micro_batch_size=micro,
-        memory_estimate=estimate,
-        memory_available=memory,
+        memory_estimate=passes.estimate,
+        memory_available=passes.memory,
     )
     if rank == 0:
         cost.before()
@@ -214,7 +204,7 @@ def train(
                 "precision_ctx": autocast_context(cfg.precision, device),
             }
             opt.zero_grad(set_to_none=True)
-            if not use_passes:
+            if not passes.in_passes:
                 loss_sum, n = global_objective(runner, batch, local, kw, device, dist)
                 n_total = torch.tensor(float(n), device=device)
                 if dist:
