@@ -297,6 +297,7 @@ def plan_passes(
     memory: int | None = None,
     micro_batch_size: int | None = None,
     agree=None,
+    shards: int = 1,
 ) -> PassPlan:
     """The passes a training step of ``batch_size`` cells of up to ``length`` tokens runs in.
 
@@ -311,6 +312,9 @@ def plan_passes(
     agree
         Called with the fitted number of cells, returns the number every process uses (under
         DDP all processes must accumulate alike).
+    shards
+        Processes the parameters, gradients and optimiser moments are sharded over (FSDP):
+        each holds that share of them.
 
     Raises
     ------
@@ -323,7 +327,7 @@ def plan_passes(
         objective=objective,
         mask_prob=mask_prob,
         device=device,
-        n_params=sum(p.numel() for p in model.parameters()),
+        n_params=-(-sum(p.numel() for p in model.parameters()) // shards),
     )
     if micro_batch_size is None:
         micro_batch_size = fit_batch_size(model.config, batch_size, length, memory=memory, **kw)

@@ -1,4 +1,4 @@
-"""The pretraining loop: AdamW, warm-up + cosine decay, clipping, checkpoints, resume, DDP.
+"""The pretraining loop: AdamW, warm-up + cosine decay, clipping, checkpoints, resume, DDP/FSDP.
 
 Every random choice of step ``s`` (batch order, masking, dropout) is derived from
 ``(seed, s)``, so resuming from a checkpoint at step ``s`` continues exactly as an
@@ -14,6 +14,7 @@ to the same update (the masks are drawn for the whole batch, as under DDP), and 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -23,9 +24,15 @@ import numpy as np
 import torch
 
 from .. import logging as logg
-from .checkpoint import load_state, save_state, start_step_of
+from .checkpoint import load_trainer, load_weights, save_state, start_step_of
 from .data import TokenArrays, collate, length_grouped_batches
-from .distributed import process_group
+from .distributed import (
+    copy_into,
+    full_optimizer_state,
+    process_group,
+    require_process_group,
+    shard,
+)
 from .objectives import OBJECTIVES
 from .optim import optimizer, seed_step
 from .step import Step, accumulate, global_objective, share
@@ -53,6 +60,8 @@ class TrainConfig:
     micro_batch_size: int | None = None
     # bytes the run may use; None: what is available when training starts
     memory_limit: int | None = None
+    # under torchrun: "ddp" (every process holds the model) or "fsdp" (each holds a shard)
+    distributed: str = "ddp"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -72,6 +81,8 @@ class TrainConfig:
             )
         if self.memory_limit is not None and self.memory_limit < 1:
             raise ValueError("memory_limit must be a positive number of bytes or None")
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"distributed={self.distributed!r}; use 'ddp' or 'fsdp'")
 
 
 def _plan(data: TokenArrays, cfg: TrainConfig) -> list[np.ndarray]:
@@ -112,26 +123,39 @@ def train(
     available), so that ``config_dict(cfg)`` records what ran. ``max_length`` and
     ``n_truncated`` (cells whose genes did not all fit) only feed the cost log.
 
+    Under ``torchrun`` ``cfg.distributed="ddp"`` wraps the step in DistributedDataParallel;
+    ``"fsdp"`` trains a copy sharded with FSDP2 and gathers its whole weights into ``model``
+    (left on the CPU) at every checkpoint and at the end, so checkpoints keep one format.
+
     Raises
     ------
     TrainingMemoryError
         Before training, when not even one of the longest cells fits in memory.
+    ValueError
+        ``cfg.distributed="fsdp"`` without a process group (not launched by ``torchrun``).
     """
     from ..nn.precision import autocast_context, choose_precision
     from .budget import plan_passes
     from .cost import TrainingCost
 
+    require_process_group(cfg.distributed)
     dist = process_group()
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
     device = torch.device(device)
-    model.to(device).train()
-    step_module = Step(model, cfg.objective)
-    runner = step_module
-    if dist:
+    fsdp = cfg.distributed == "fsdp"
+    if resume_from is not None:
+        load_weights(resume_from, model)
+    if fsdp:  # a sharded copy trains; ``model`` receives its weights at checkpoints and the end
+        runner = shard(Step(copy.deepcopy(model), cfg.objective), device)
+        trained = runner.model
+    else:
+        trained = model.to(device).train()
+        runner = Step(model, cfg.objective)
+    if dist and not fsdp:
         # pretraining objectives use every head except a classifier; only then is the extra
         # autograd traversal for unused parameters needed
         runner = torch.nn.parallel.DistributedDataParallel(
-            step_module, find_unused_parameters="classifier" in model.heads
+            runner, find_unused_parameters="classifier" in model.heads
         )
     batches = _plan(data, cfg)
     total = len(batches)
@@ -163,6 +187,7 @@ def train(
         memory=cfg.memory_limit or None,
         micro_batch_size=cfg.micro_batch_size,
         agree=smallest,
+        shards=world if fsdp else 1,
     )
     micro = cfg.micro_batch_size = passes.micro_batch_size
     cost = TrainingCost(
@@ -180,11 +205,11 @@ def train(
     )
     if rank == 0:
         cost.before()
-    opt, sched = optimizer(model, cfg, total)
+    opt, sched = optimizer(trained, cfg, total)
     history: list[dict] = []
     start_step = 0
     if resume_from is not None:
-        start_step, history = load_state(resume_from, model, opt, sched)
+        start_step, history = load_trainer(resume_from, opt, sched)
     is_gene_t = torch.as_tensor(is_gene, dtype=torch.bool, device=device)
     n_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     bar = logg.progress(total=total, desc=f"pretrain ({cfg.objective})", unit="step")
@@ -214,11 +239,11 @@ def train(
                 loss.backward()
             else:
                 loss_sum, n_total = accumulate(runner, batch, local, micro, kw, device, dist)
-                for p in model.parameters():
+                for p in trained.parameters():
                     if p.grad is not None:
                         p.grad.mul_(world / n_total)
             if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.clip)
             lr = float(opt.param_groups[0]["lr"])  # the rate of this step, before it advances
             opt.step()
             sched.step()
@@ -237,16 +262,22 @@ def train(
             bar.update(1)
             if rank == 0:
                 cost.step_done()
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and rank == 0:
-                save_state(
-                    Path(cfg.checkpoint_dir) / f"step-{step + 1}",
-                    model if card is None else card,
-                    opt,
-                    sched,
-                    step + 1,
-                    history,
-                )
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                if fsdp:  # every rank takes part in gathering; rank 0 writes
+                    copy_into(model, trained)
+                opt_state = full_optimizer_state(opt)
+                if rank == 0:
+                    save_state(
+                        Path(cfg.checkpoint_dir) / f"step-{step + 1}",
+                        model if card is None else card,
+                        opt_state,
+                        sched,
+                        step + 1,
+                        history,
+                    )
     bar.close()
+    if fsdp:
+        copy_into(model, trained)
     model.eval()
     return history
 

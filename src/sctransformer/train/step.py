@@ -7,11 +7,10 @@ whole batch would.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
+from .distributed import gradient_sync
 from .objectives import OBJECTIVES
 
 
@@ -49,8 +48,7 @@ def accumulate(runner, batch, rows, micro, kw, device, dist):
     for j, part in enumerate(passes):
         gen.set_state(state)
         last = j == len(passes) - 1
-        sync = runner.no_sync() if dist and not last else contextlib.nullcontext()
-        with sync:
+        with gradient_sync(runner, enabled=dist is None or last):
             loss_sum, n = rows_objective(runner, batch, part, kw, device)
             loss_sum.backward()
         loss_total += loss_sum.detach()
