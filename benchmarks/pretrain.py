@@ -53,8 +53,9 @@ from sctransformer.models.converters.bert import config_from_bert, state_dict_fr
 from sctransformer.nn import CellTransformer
 from sctransformer.nn.precision import autocast_context
 from sctransformer.train.data import TokenArrays, collate
-from sctransformer.train.loop import TrainConfig, _plan, optimizer, seed_step, train
+from sctransformer.train.loop import TrainConfig, _plan, train
 from sctransformer.train.objectives import masked_batch
+from sctransformer.train.optim import optimizer, seed_step
 
 N_SPECIAL = 2  # ids 0 (<pad>) and 1 (<mask>); genes are 2..vocab_size-1
 MASK_ID = 1

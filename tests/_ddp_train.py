@@ -4,6 +4,9 @@ Run directly (one process) or under ``python -m torch.distributed.run --nproc_pe
 rank 0 writes the parameters and the loss history to ``OUT``.
 
     python tests/_ddp_train.py OUT [--objective mlm] [--steps 6] [--batch-size 8] [--cells 36]
+        [--distributed ddp|fsdp] [--checkpoint-every N] [--resume-from STEP_FOLDER]
+
+``--checkpoint-every N`` writes ``OUT/ckpt/step-N`` folders.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cells", type=int, default=36)
+    p.add_argument("--distributed", default="ddp")
+    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--resume-from", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
     sct.settings.progress_bars = False
@@ -79,6 +85,10 @@ def main() -> None:
         seed=3,
         device="cpu",
         precision="fp32",
+        distributed=args.distributed,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=os.path.join(args.out, "ckpt") if args.checkpoint_every else None,
+        resume_from=args.resume_from,
     )
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:

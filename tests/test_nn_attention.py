@@ -103,7 +103,7 @@ def _masks(objective, pad):
 @pytest.mark.parametrize("objective", ["mlm", "ntp", "generative"])
 def test_blockwise_equals_reference_forward_and_backward(objective):
     """Blocks of 2 queries, recomputed in backward: same output and gradients as one softmax."""
-    from sctransformer.nn.attention import blockwise_attention
+    from sctransformer.nn.blockwise import blockwise_attention
 
     pad = padding_mask_from_lengths(LENGTHS, 11)
     _, _, allowed = _masks(objective, pad)
@@ -123,7 +123,7 @@ def test_blockwise_equals_reference_forward_and_backward(objective):
 
 def test_blockwise_backward_reuses_the_forward_dropout_pattern():
     """Gradients equal those of the same blocks computed without recomputation, same seed."""
-    from sctransformer.nn.attention import blockwise_attention
+    from sctransformer.nn.blockwise import blockwise_attention
 
     pad = padding_mask_from_lengths(LENGTHS, 11)
     allowed = pad[:, None, None, :]
@@ -152,12 +152,12 @@ def test_training_with_dropout_on_cpu_never_materialises_full_scores(monkeypatch
     """sdpa + dropout on CPU: no allocation as large as one [B, H, L, L] score tensor."""
     from torch.profiler import profile
 
-    import sctransformer.nn.attention as attn
+    import sctransformer.nn.blockwise as blockwise
 
     batch, heads, length = 2, 4, 256
     full = batch * heads * length * length * 4  # bytes of fp32 scores
-    monkeypatch.setattr(attn, "BLOCK_ELEMENTS", batch * heads * length * 16)
-    monkeypatch.setattr(attn, "DIRECT_ELEMENTS", batch * heads * length * 32)
+    monkeypatch.setattr(blockwise, "BLOCK_ELEMENTS", batch * heads * length * 16)
+    monkeypatch.setattr(blockwise, "DIRECT_ELEMENTS", batch * heads * length * 32)
     gen = torch.Generator().manual_seed(0)
     q, k, v = (
         torch.randn(batch, heads, length, 16, generator=gen).requires_grad_() for _ in range(3)
@@ -181,7 +181,7 @@ def test_training_with_dropout_on_cpu_never_materialises_full_scores(monkeypatch
 
 def test_small_score_tensors_keep_torchs_own_path():
     """Below DIRECT_ELEMENTS training runs torch's sdpa unchanged (same dropout draws)."""
-    from sctransformer.nn.attention import DIRECT_ELEMENTS, needs_blockwise
+    from sctransformer.nn.blockwise import DIRECT_ELEMENTS, needs_blockwise
 
     assert not needs_blockwise(16, 4, 512, 0.1, "cpu")  # 16 x 4 x 512^2 == DIRECT_ELEMENTS
     assert 16 * 4 * 512 * 512 == DIRECT_ELEMENTS

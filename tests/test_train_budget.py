@@ -18,13 +18,13 @@ from _train_utils import tiny_config, tokenized_pbmc, vocab_of
 from sctransformer.nn import CellTransformer, TransformerConfig
 from sctransformer.train.budget import (
     HEADROOM,
-    TrainingCost,
     TrainingMemoryError,
     available_memory,
     estimate_training_bytes,
     fit_batch_size,
     n_parameters,
 )
+from sctransformer.train.cost import TrainingCost
 from sctransformer.train.data import TokenArrays
 from sctransformer.train.loop import TrainConfig, config_dict, train
 
@@ -183,7 +183,7 @@ def test_cost_log_names_tokens_cut_cells_steps_and_time(pbmc256, capsys, monkeyp
 
 
 def test_training_cost_counts_truncated_cells_and_warns_for_long_runs(capsys, monkeypatch):
-    import sctransformer.train.budget as budget
+    import sctransformer.train.cost as cost_module
 
     monkeypatch.setattr(sct.settings, "verbosity", 1)  # warnings only, the default
     config = TransformerConfig(vocab_size=100, attention_dropout=0.02)
@@ -201,7 +201,7 @@ def test_training_cost_counts_truncated_cells_and_warns_for_long_runs(capsys, mo
     assert summary["n_at_max_length"] == 2 and summary["n_truncated"] == 1
     assert summary["tokens_mean"] == pytest.approx(13.75)
     times = iter([0.0, 1.0, 3.0])  # start, after step 1, after step 2: 2 s per step
-    monkeypatch.setattr(budget.time, "perf_counter", lambda: next(times))
+    monkeypatch.setattr(cost_module.time, "perf_counter", lambda: next(times))
     cost.start()
     assert cost.step_done() is None  # the first step is warm-up
     assert cost.step_done() == pytest.approx(2.0 * 998)

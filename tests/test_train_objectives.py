@@ -8,7 +8,7 @@ import torch
 
 import sctransformer as sct
 from _train_utils import loss_drop, tiny_config, tokenized_pbmc, vocab_of
-from sctransformer.train.loop import schedule
+from sctransformer.train.optim import schedule
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ _LAZY = {
     "pool": "model",
     "attention": "attention",
     "select_backend": "attention",
-    "varlen_attention": "attention",
+    "varlen_attention": "varlen",
     "autocast_context": "precision",
     "choose_precision": "precision",
     "resolve_precision": "precision",

@@ -13,9 +13,9 @@ Backends
     several ``[B, H, L, L]`` tensors per layer until the backward pass (about 1 GiB per cell of
     2,048 tokens in a 4-layer, 4-head model). Training with dropout on CPU therefore runs
     attention in blocks of queries, each recomputed during the backward pass
-    (:func:`blockwise_attention`), once the scores would exceed :data:`DIRECT_ELEMENTS`: peak
-    memory is one block's scores, not the whole matrix. Recomputing costs time (the dropout
-    pattern is drawn twice); ``attention_dropout=0`` lets torch's fused flash kernel run,
+    (:func:`~sctransformer.nn.blockwise.blockwise_attention`), once the scores would exceed
+    :data:`~sctransformer.nn.blockwise.DIRECT_ELEMENTS`: peak memory is one block's scores, not
+    the whole matrix. Recomputing costs time (the dropout pattern is drawn twice); ``attention_dropout=0`` lets torch's fused flash kernel run,
     several times faster on CPU and with no ``L × L`` tensor at all.
 ``"math"``
     Explicit ``softmax(Q Kᵀ / √d + mask) V``. The only backend that also returns the per-head
@@ -28,24 +28,16 @@ Backends
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from .blockwise import blockwise_attention, needs_blockwise
 from .masks import to_additive
 
-__all__ = [
-    "AttentionResult",
-    "Workspace",
-    "attention",
-    "blockwise_attention",
-    "select_backend",
-    "varlen_attention",
-    "xformers_available",
-]
+__all__ = ["AttentionResult", "attention", "select_backend", "xformers_available"]
 
 BACKENDS = ("auto", "xformers", "sdpa", "math")
 
@@ -125,101 +117,6 @@ def _math(q, k, v, allowed, dropout_p):
     probs = torch.softmax(scores, dim=-1)
     used = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
     return torch.matmul(used.to(v.dtype), v), probs
-
-
-# elements of one query block's score tensor [B, H, block, L] (fp32: 32 MiB)
-BLOCK_ELEMENTS = 8 * 2**20
-# up to this many score elements [B, H, L, L] (fp32: 64 MiB) torch's own math path runs as it
-# is: faster than recomputing blocks, and a bounded few hundred MiB per layer
-DIRECT_ELEMENTS = 2**24
-
-
-def _block_size(batch: int, heads: int, length: int, block_elements: int) -> int:
-    return max(1, min(length, block_elements // max(1, batch * heads * length)))
-
-
-def _math_block(q, k, v, allowed, dropout_p):
-    """:func:`_math`'s output with fewer temporaries (scale and mask applied in place)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).float().mul_(1.0 / math.sqrt(q.shape[-1]))
-    if allowed is not None:
-        scores = scores.add_(to_additive(allowed, scores.dtype))
-    probs = torch.softmax(scores, dim=-1)
-    used = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
-    return torch.matmul(used.to(v.dtype), v)
-
-
-def blockwise_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    allowed: torch.Tensor | None,
-    dropout_p: float,
-    *,
-    block_elements: int | None = None,
-) -> torch.Tensor:
-    """Math attention (with dropout) over blocks of queries, recomputed in the backward pass.
-
-    Same arithmetic as the math backend; each block of queries is wrapped in
-    :func:`torch.utils.checkpoint.checkpoint`, which stores only its inputs (views of ``q``,
-    ``k``, ``v``) and restores the random state when it recomputes the block, so the backward
-    pass sees the same dropout pattern as the forward pass. Peak memory holds one block's
-    ``[B, H, block, L]`` scores instead of every layer's ``[B, H, L, L]`` probabilities.
-
-    Parameters
-    ----------
-    q, k, v
-        ``[B, H, L, D]``.
-    allowed
-        Boolean may-attend mask broadcastable to ``[B, H, L, L]`` or ``None``.
-    dropout_p
-        Dropout on the attention probabilities.
-    block_elements
-        Elements of one block's score tensor (default :data:`BLOCK_ELEMENTS`, 32 MiB of fp32);
-        sets the block size.
-
-    Returns
-    -------
-    ``[B, H, L, D]`` attention output.
-    """
-    from torch.utils.checkpoint import checkpoint
-
-    batch, heads, length, _ = q.shape
-    size = _block_size(batch, heads, length, block_elements or BLOCK_ELEMENTS)
-    if size >= length:
-        return checkpoint(_math_block, q, k, v, allowed, dropout_p, use_reentrant=False)
-    outs = []
-    for start in range(0, length, size):
-        stop = min(length, start + size)
-        block_mask = allowed
-        if allowed is not None and allowed.shape[-2] > 1:
-            block_mask = allowed[..., start:stop, :]
-        outs.append(
-            checkpoint(
-                _math_block,
-                q[:, :, start:stop],
-                k,
-                v,
-                block_mask,
-                dropout_p,
-                use_reentrant=False,
-            )
-        )
-    return torch.cat(outs, dim=2)
-
-
-def needs_blockwise(batch: int, heads: int, length: int, dropout_p: float, device) -> bool:
-    """Whether sdpa training runs :func:`blockwise_attention` for this shape.
-
-    On CPU torch's flash kernel does not implement dropout (torch 2.13: with ``dropout_p > 0``
-    the profiler shows ``_scaled_dot_product_attention_math``), and its math fallback keeps the
-    whole ``[B, H, L, L]`` probabilities for the backward pass; above
-    :data:`DIRECT_ELEMENTS` score elements attention runs in recomputed blocks instead.
-    """
-    return (
-        dropout_p > 0
-        and torch.device(device).type == "cpu"
-        and batch * heads * length * length > DIRECT_ELEMENTS
-    )
 
 
 def _prefix_lengths(key_padding: torch.Tensor) -> torch.Tensor | None:
@@ -328,113 +225,3 @@ def attention(
     allowed = _combined_mask(mask, key_padding, causal, length, q.device)
     out, probs = _math(q, k, v, allowed, dropout_p)
     return AttentionResult(out, probs if need_weights else None)
-
-
-class Workspace:
-    """Scratch buffers reused across the layers of one inference call.
-
-    Multi-megabyte temporaries (attention scores, projections) allocated afresh for every cell
-    and layer cost page faults that rival the arithmetic on CPU; reusing them avoids that.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        """A contiguous ``shape`` tensor with ``like``'s dtype and device; contents undefined."""
-        numel = math.prod(shape)
-        key = (name, like.dtype)
-        buf = self._buffers.get(key)
-        if buf is None or buf.numel() < numel or buf.device != like.device:
-            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
-            self._buffers[key] = buf
-        return buf[:numel].view(shape)
-
-
-def varlen_attention(
-    qkv: torch.Tensor,
-    cu_seqlens: list[int],
-    *,
-    causal: bool = False,
-    gen_mask: torch.Tensor | None = None,
-    backend: str | None = "auto",
-    out: torch.Tensor | None = None,
-    workspace: Workspace | None = None,
-) -> torch.Tensor:
-    """Attention over cells packed one after another, without padding (inference path).
-
-    Parameters
-    ----------
-    qkv
-        Packed queries, keys and values, ``[total_tokens, 3, heads, head_dim]`` (the fused
-        projection's output viewed per head).
-    cu_seqlens
-        Cumulative lengths ``[0, n_0, n_0 + n_1, ...]``: cell ``i`` owns rows
-        ``cu_seqlens[i]:cu_seqlens[i + 1]``.
-    causal
-        Decoder-only attention (each token reads itself and earlier tokens of its cell).
-    gen_mask
-        Packed boolean ``[total_tokens]`` for scGPT's generative mask (see
-        :func:`~sctransformer.nn.masks.generative_mask`).
-    backend
-        ``"auto"``, ``"xformers"``, ``"sdpa"`` or ``"math"``.
-    out
-        Optional ``[total_tokens, heads, head_dim]`` tensor to write the result into.
-    workspace
-        Optional :class:`Workspace` for the scratch buffers.
-
-    Returns
-    -------
-    Packed output ``[total_tokens, heads, head_dim]``.
-    """
-    q, k, v = qkv.unbind(1)
-    name = select_backend(backend, q.device, need_weights=False)
-    if name == "xformers" and gen_mask is None:
-        import xformers.ops as xops
-        from xformers.ops.fmha import attn_bias as xbias
-
-        seqlens = [b - a for a, b in itertools.pairwise(cu_seqlens)]
-        mask_cls = xbias.BlockDiagonalCausalMask if causal else xbias.BlockDiagonalMask
-        result = xops.memory_efficient_attention(
-            q[None], k[None], v[None], attn_bias=mask_cls.from_seqlens(seqlens)
-        )[0]
-        return result if out is None else out.copy_(result)
-    if name == "xformers":
-        name = "sdpa"  # arbitrary per-cell masks: per-cell dense attention below
-    out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if out is None else out
-    workspace = workspace or Workspace()
-    # on CPU the fused kernel gains nothing from bf16, while bf16 GEMMs + softmax run ~1.5x faster
-    explicit = name == "math" or (q.device.type == "cpu" and q.dtype == torch.bfloat16)
-    heads, dim = q.shape[1], q.shape[2]
-    scale = 1.0 / math.sqrt(dim)
-    for start, stop in itertools.pairwise(cu_seqlens):
-        n = stop - start
-        qc, kc, vc = (t[start:stop].transpose(0, 1) for t in (q, k, v))  # [H, n, D] views
-        mask = None
-        if gen_mask is not None:
-            eye = torch.eye(n, dtype=torch.bool, device=q.device)
-            mask = (~gen_mask[start:stop])[None, :] | eye  # [n, n]
-        elif causal and explicit:
-            mask = torch.ones(n, n, dtype=torch.bool, device=q.device).tril_()
-        if not explicit:
-            oc = F.scaled_dot_product_attention(
-                qc[None], kc[None], vc[None], attn_mask=mask, is_causal=causal and mask is None
-            )[0]
-        else:
-            # one copy to contiguous [3, H, n, D] (GEMM kernels would otherwise clone q, k, v)
-            qkv_cell = workspace.get("qkv_cell", (3, heads, n, dim), q)
-            qkv_cell.copy_(qkv[start:stop].permute(1, 2, 0, 3))
-            qc, kc, vc = qkv_cell.unbind(0)
-            scores = workspace.get("scores", (heads, n, n), q)
-            torch.baddbmm(scores, qc, kc.transpose(1, 2), beta=0.0, alpha=scale, out=scores)
-            if mask is not None:
-                scores.masked_fill_(~mask, float("-inf"))
-            _softmax_(scores)
-            oc = torch.bmm(scores, vc, out=workspace.get("cell_out", (heads, n, dim), q))
-        out[start:stop] = oc.transpose(0, 1)
-    return out
-
-
-def _softmax_(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension, in place (no multi-megabyte temporary)."""
-    return torch.ops.aten._softmax.out(x, -1, False, out=x)

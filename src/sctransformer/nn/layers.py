@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Workspace, attention, varlen_attention
+from .attention import attention
 from .config import TransformerConfig
+from .varlen import Workspace, varlen_attention
 
 __all__ = ["EncoderLayer", "FeedForward", "SelfAttention"]
 

@@ -8,13 +8,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .attention import Workspace
 from .config import TransformerConfig
 from .embeddings import CellEmbeddings
 from .heads import BinHead, ClassifierHead, MaskedTokenHead, NextTokenHead, ValueDecoder
 from .layers import EncoderLayer, _layer_norm
 from .masks import padding_mask_from_lengths
 from .precision import autocast_context, resolve_precision
+from .varlen import Workspace
 
 __all__ = ["CellTransformer", "PackedOutput", "TransformerOutput", "pool"]
 

@@ -73,7 +73,7 @@ def _probe_shape(config: TransformerConfig | None, length: int | None) -> tuple[
 
 
 def _time_layer(layer, x, dtype: torch.dtype, training: bool, device: torch.device) -> float:
-    from .attention import Workspace
+    from .varlen import Workspace
 
     def sync():
         if device.type == "cuda":

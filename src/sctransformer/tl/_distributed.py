@@ -25,7 +25,7 @@ def init() -> tuple[int, int]:
     """``(rank, world size)``, starting the process group (gloo on CPU, nccl on CUDA)."""
     import torch.distributed as dist
 
-    from ..train.loop import init_distributed_from_env
+    from ..train.distributed import init_distributed_from_env
 
     if not init_distributed_from_env():
         return 0, 1

@@ -67,6 +67,7 @@ def pretrain(
     checkpoint_dir: str | None = None,
     checkpoint_every: int = 0,
     resume_from: str | None = None,
+    distributed: Literal["ddp", "fsdp"] = "ddp",
     key_added: str = "sct_pretrain",
 ):
     """Pretrain a transformer on ``adata``'s cells and return it.
@@ -76,7 +77,8 @@ def pretrain(
     linear warm-up and cosine decay, gradient clipping and length-grouped batches; every random
     choice is seeded by ``seed`` and the step, so runs are reproducible on CPU and resuming from
     a checkpoint gives the uninterrupted result. Under ``torchrun`` the same call trains with
-    DistributedDataParallel (gloo on CPU, nccl on GPU).
+    DistributedDataParallel (gloo on CPU, nccl on GPU), or with the model sharded over the
+    processes (``distributed="fsdp"``).
 
     Parameters
     ----------
@@ -112,6 +114,11 @@ def pretrain(
         Write ``checkpoint_dir/step-N`` every N steps (model folder + optimiser state).
     resume_from
         A ``step-N`` folder to continue from.
+    distributed
+        Under ``torchrun``: ``"ddp"`` every process holds the whole model; ``"fsdp"`` each
+        holds a shard of the parameters, gradients and optimiser state (FSDP2), for models
+        that do not fit one device. Checkpoints and the returned model are whole either way
+        (gathered; with ``"fsdp"`` the returned model is on the CPU).
     key_added
         ``uns`` key of the loss history and parameters.
 
@@ -132,9 +139,11 @@ def pretrain(
     import torch
 
     from ..models import resolve
-    from ..train.loop import TrainConfig, config_dict, init_distributed_from_env, train
+    from ..train.distributed import init_distributed_from_env, require_process_group
+    from ..train.loop import TrainConfig, config_dict, train
 
     _validate.check_nonempty(adata)
+    require_process_group(distributed)
     cfg = TrainConfig(
         objective=objective,
         epochs=epochs,
@@ -149,6 +158,7 @@ def pretrain(
         precision=precision,
         checkpoint_every=checkpoint_every,
         checkpoint_dir=checkpoint_dir,
+        distributed=distributed,
     )
     existing = None
     if model is not None and not isinstance(model, TransformerConfig):

@@ -1,35 +1,32 @@
-"""What a training run costs, said before it starts: peak memory, the batch that fits, the time.
+"""The memory a training step needs and the batch that fits, known before training starts.
 
 Training memory is bounded by batch × tokens: attention never keeps a per-head ``L × L`` matrix
 for the backward pass (fused kernels, or blocks recomputed in the backward pass, see
-:mod:`sctransformer.nn.attention`) and the vocabulary logits exist only at the predicted
+:mod:`sctransformer.nn.blockwise`) and the vocabulary logits exist only at the predicted
 positions, a block at a time (:func:`sctransformer.train.objectives.token_loss`). What is left
 grows linearly with the tokens of a batch; :func:`estimate_training_bytes` is that formula with
 constants fitted to measured peaks (``benchmarks/pretrain.py --memory`` prints both side by side).
 :func:`fit_batch_size` compares it with the memory available and returns the number of cells
-that fit in one forward/backward pass, and :class:`TrainingCost` logs tokens, steps, memory and
-the time measured on the first steps, with the levers that change them.
+that fit in one forward/backward pass; :func:`plan_passes` is the plan that pretraining and
+fine-tuning both follow (passes of that many cells, gradients accumulated); :class:`~sctransformer.train.cost.TrainingCost` logs the
+plan and the time measured on the first steps.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from .. import logging as logg
-
 __all__ = [
     "MemoryEstimate",
-    "TrainingCost",
+    "PassPlan",
     "TrainingMemoryError",
     "available_memory",
     "estimate_training_bytes",
     "fit_batch_size",
     "n_parameters",
+    "plan_passes",
 ]
 
 GiB = 2**30
@@ -52,9 +49,6 @@ LOGIT_BLOCK_COPIES = 1
 FIXED_OVERHEAD = 32 * 2**20
 # share of the available memory a run may plan to use
 HEADROOM = 0.8
-# a run whose remaining time is estimated above this is announced as a warning (seen at the
-# default verbosity), shorter ones at info level
-LONG_RUN_SECONDS = 600.0
 
 
 class TrainingMemoryError(MemoryError):
@@ -98,7 +92,7 @@ def n_parameters(config) -> int:
 
 
 def _blockwise_attention(config, batch: int, length: int, device: str) -> bool:
-    from ..nn.attention import needs_blockwise
+    from ..nn.blockwise import needs_blockwise
 
     return needs_blockwise(batch, config.num_heads, length, config.attention_dropout, device)
 
@@ -154,7 +148,7 @@ def estimate_training_bytes(
         "activations": tokens * per_token,
     }
     if blockwise:
-        from ..nn.attention import BLOCK_ELEMENTS
+        from ..nn.blockwise import BLOCK_ELEMENTS
 
         block = min(batch_size * heads * length * length, BLOCK_ELEMENTS)
         parts["attention"] = ATTENTION_BLOCK_COPIES * 4 * block
@@ -274,139 +268,71 @@ def fit_batch_size(
     return lo
 
 
-def _fmt_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
 @dataclass
-class TrainingCost:
-    """Logs what a run will cost before it starts, then its time from the first steps.
+class PassPlan:
+    """How each training step of ``batch_size`` cells runs: in passes of ``micro_batch_size``.
+
+    ``estimate`` is the peak of one pass, ``memory`` the bytes it was planned against.
+    """
+
+    batch_size: int
+    micro_batch_size: int
+    estimate: MemoryEstimate
+    memory: int
+
+    @property
+    def in_passes(self) -> bool:
+        """Whether a step needs more than one pass (gradients accumulated over them)."""
+        return self.micro_batch_size < self.batch_size
+
+
+def plan_passes(
+    model,
+    batch_size: int,
+    length: int,
+    *,
+    objective: str | None = "mlm",
+    mask_prob: float = 0.15,
+    device: str = "cpu",
+    memory: int | None = None,
+    micro_batch_size: int | None = None,
+    agree=None,
+    shards: int = 1,
+) -> PassPlan:
+    """The passes a training step of ``batch_size`` cells of up to ``length`` tokens runs in.
 
     Parameters
     ----------
-    lengths
-        Tokens per cell.
-    steps, batch_size
-        Planned optimizer steps and cells per step.
-    config
-        The model's configuration (named in the levers).
-    precision, device
-        Resolved precision name and the device.
-    max_length
-        Token slots per cell (the tokenization's ``max_length``); cells filling them are counted.
-    n_truncated
-        Cells whose expressed genes did not all fit in ``max_length``, when the caller knows
-        (e.g. from the counts); otherwise the cells that fill every slot are reported.
-    micro_batch_size, memory_estimate, memory_available
-        From :func:`fit_batch_size` / :func:`estimate_training_bytes`.
+    model
+        The module being trained (its ``config`` and parameter count size the estimate).
+    batch_size, length, objective, mask_prob, device, memory
+        See :func:`fit_batch_size`; ``memory=None`` asks :func:`available_memory`.
+    micro_batch_size
+        Cells per pass when the caller fixes it; ``None`` fits it to ``memory``.
+    agree
+        Called with the fitted number of cells, returns the number every process uses (under
+        DDP all processes must accumulate alike).
+    shards
+        Processes the parameters, gradients and optimiser moments are sharded over (FSDP):
+        each holds that share of them.
+
+    Raises
+    ------
+    TrainingMemoryError
+        When not even one cell fits (before any weight changes).
     """
-
-    lengths: np.ndarray
-    steps: int
-    batch_size: int
-    config: object
-    precision: str
-    device: str
-    max_length: int | None = None
-    n_truncated: int | None = None
-    micro_batch_size: int | None = None
-    memory_estimate: MemoryEstimate | None = None
-    memory_available: int | None = None
-    _times: list = field(default_factory=list)
-    _last: float | None = None
-    _reported: bool = False
-
-    def summary(self) -> dict:
-        """The numbers that :meth:`before` logs."""
-        lengths = np.asarray(self.lengths)
-        width = int(self.max_length or (lengths.max() if len(lengths) else 0))
-        full = int((lengths >= width).sum()) if width else 0
-        return {
-            "n_cells": len(lengths),
-            "tokens_mean": float(lengths.mean()) if len(lengths) else 0.0,
-            "tokens_median": float(np.median(lengths)) if len(lengths) else 0.0,
-            "tokens_max": int(lengths.max()) if len(lengths) else 0,
-            "max_length": width,
-            "n_at_max_length": full,
-            "n_truncated": -1 if self.n_truncated is None else int(self.n_truncated),
-            "steps": int(self.steps),
-            "batch_size": int(self.batch_size),
-            "micro_batch_size": int(self.micro_batch_size or self.batch_size),
-            "memory_estimate": int(self.memory_estimate.total) if self.memory_estimate else -1,
-            "memory_available": int(self.memory_available or -1),
-        }
-
-    def before(self) -> dict:
-        """Log tokens per cell, cells cut by ``max_length``, steps and memory; return them."""
-        s = self.summary()
-        cut = (
-            f"{s['n_truncated']} cells were cut to max_length={s['max_length']}"
-            if s["n_truncated"] >= 0
-            else f"{s['n_at_max_length']} cells fill all max_length={s['max_length']} slots "
-            "(cut if they express more genes)"
-        )
-        logg.info(
-            f"training cost: {s['n_cells']} cells, {s['tokens_mean']:.0f} tokens per cell "
-            f"(median {s['tokens_median']:.0f}, max {s['tokens_max']}); {cut}; "
-            f"{s['steps']} steps of {s['batch_size']} cells"
-        )
-        if self.memory_estimate is not None:
-            avail = (
-                f" of {self.memory_available / GiB:.1f} GiB available"
-                if self.memory_available
-                else ""
-            )
-            passes = (
-                f"; each step in passes of {s['micro_batch_size']} cells (gradients accumulated,"
-                " the same updates)"
-                if s["micro_batch_size"] < s["batch_size"]
-                else ""
-            )
-            logg.info(
-                f"    memory: about {self.memory_estimate.total / GiB:.2f} GiB per step{avail}"
-                f" ({self.memory_estimate.describe()}){passes}"
-            )
-        return s
-
-    def step_done(self) -> float | None:
-        """Call after each step; after the second, logs seconds per step and the total time.
-
-        The first step is left out of the rate (kernel set-up, allocator warm-up). A remaining
-        time above :data:`LONG_RUN_SECONDS` is logged as a warning (shown at the default
-        verbosity), with the levers that shorten it. Returns the estimated seconds for the
-        remaining steps when it logs, else ``None``.
-        """
-        now = time.perf_counter()
-        if self._last is not None:
-            self._times.append(now - self._last)
-        self._last = now
-        if self._reported or len(self._times) < 2 or self.steps <= 2:
-            return None
-        self._reported = True
-        per_step = float(self._times[-1])
-        left = max(0, self.steps - len(self._times))
-        remaining = per_step * left
-        c = self.config
-        gpu = "" if str(self.device).startswith("cuda") else ", a GPU (device='cuda')"
-        dropout = (
-            ", attention_dropout=0 (a fused attention kernel on CPU)"
-            if getattr(c, "attention_dropout", 0) > 0 and str(self.device).startswith("cpu")
-            else ""
-        )
-        log = logg.warning if remaining > LONG_RUN_SECONDS else logg.info
-        log(
-            f"training: {per_step:.2f} s per step, about {_fmt_seconds(remaining)} for the remaining "
-            f"{left} of {self.steps} steps. Levers: max_length "
-            f"(tokens per cell; attention grows with its square), the model size "
-            f"(hidden_size={c.hidden_size}, num_layers={c.num_layers}), precision (now "
-            f"{self.precision!r}){dropout}{gpu}"
-        )
-        return remaining
-
-    def start(self) -> None:
-        """Mark the start of the first step."""
-        self._last = time.perf_counter()
+    device = str(device)
+    memory = available_memory(device) if memory is None else int(memory)
+    kw = dict(
+        objective=objective,
+        mask_prob=mask_prob,
+        device=device,
+        n_params=-(-sum(p.numel() for p in model.parameters()) // shards),
+    )
+    if micro_batch_size is None:
+        micro_batch_size = fit_batch_size(model.config, batch_size, length, memory=memory, **kw)
+    micro = min(micro_batch_size, batch_size)
+    if agree is not None:
+        micro = int(agree(micro))
+    estimate = estimate_training_bytes(model.config, micro, length, **kw)
+    return PassPlan(batch_size, micro, estimate, memory)

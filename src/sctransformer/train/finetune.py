@@ -1,7 +1,10 @@
 """Fine-tuning a classifier head (and the encoder) on labelled cells; no AnnData here.
 
 Uses the pretraining loop's optimiser (AdamW without decay on biases and norms, warm-up and
-cosine decay) and its per-step seeding, so a fine-tuning run is reproducible the same way.
+cosine decay) and its per-step seeding, so a fine-tuning run is reproducible the same way, and
+its memory plan (:func:`sctransformer.train.budget.plan_passes`): when a batch of the longest
+cells would not fit, each step runs in passes of fewer cells whose gradients add up to the same
+update, and when not even one cell fits the run stops before training.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from .. import logging as logg
 from ..nn.model import CellTransformer, pool
 from . import infer
 from .data import TokenArrays, collate, length_grouped_batches, model_inputs
-from .loop import TrainConfig, optimizer, seed_step
+from .loop import TrainConfig
+from .optim import optimizer, seed_step
 
 
 def with_classifier(module: CellTransformer, n_classes: int, seed: int) -> CellTransformer:
@@ -69,14 +73,29 @@ def finetune_classifier(
     patience: int,
     device,
     seed: int,
+    memory_limit: int | None = None,
 ) -> tuple[CellTransformer, pd.DataFrame]:
     """Train ``net``'s classifier head (and the encoder unless ``freeze``) on ``data``, ``y``.
 
+    When the encoder trains, each step of ``batch_size`` cells runs in as few passes as fit in
+    ``memory_limit`` bytes (``None``: the memory available), gradients accumulated to the
+    same update; the choice is logged.
+
     Returns the model with the best validation epoch's weights and the per-epoch history.
+
+    Raises
+    ------
+    TrainingMemoryError
+        Before any weight changes, when not even one of the longest cells fits in memory.
     """
     n_classes = net.config.num_classes
     net = net.to(device)
     tr, va = split_validation(y, validation_fraction, seed)
+    micro = (
+        batch_size
+        if freeze
+        else _fit_passes(net, data.lengths[tr], batch_size, device, memory_limit)
+    )
     counts = np.bincount(y[tr], minlength=n_classes).astype(np.float64)
     weight = None
     if class_weight:
@@ -153,13 +172,24 @@ def finetune_classifier(
             for idx in batches:
                 seed_step(seed, step)
                 cells = tr[idx]
-                loss = F.cross_entropy(logits_of(cells).float(), y_t[cells], weight=weight)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(cells) <= micro:
+                    loss = F.cross_entropy(logits_of(cells).float(), y_t[cells], weight=weight)
+                    loss.backward()
+                    loss = loss.item()
+                else:  # the batch's weighted mean, one pass of ``micro`` cells at a time
+                    norm = len(cells) if weight is None else float(weight[y_t[cells]].sum())
+                    loss = 0.0
+                    for start in range(0, len(cells), micro):
+                        part = cells[start : start + micro]
+                        lg = logits_of(part).float()
+                        part_loss = F.cross_entropy(lg, y_t[part], weight=weight, reduction="sum")
+                        (part_loss / norm).backward()
+                        loss += part_loss.item() / norm
                 torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                total += loss.item() * len(cells)
+                total += loss * len(cells)
                 n_seen += len(cells)
                 step += 1
                 bar.update(1)
@@ -185,3 +215,23 @@ def finetune_classifier(
         head.dense.weight.copy_(w)
     net.eval()
     return net, pd.DataFrame(history)
+
+
+def _fit_passes(net, lengths: np.ndarray, batch_size: int, device, memory_limit) -> int:
+    """Cells per forward/backward pass when the encoder trains; logs the plan."""
+    from .budget import GiB, plan_passes
+
+    longest = int(lengths.max()) if len(lengths) else 1
+    cells = min(batch_size, max(1, len(lengths)))
+    plan = plan_passes(net, cells, longest, objective=None, device=str(device), memory=memory_limit)
+    passes = (
+        f"; each step in passes of {plan.micro_batch_size} cells (gradients accumulated, the "
+        "same updates)"
+        if plan.in_passes
+        else ""
+    )
+    logg.info(
+        f"    fine-tune memory: about {plan.estimate.total / GiB:.2f} GiB for {plan.micro_batch_size}"
+        f" cells of up to {longest} tokens of {plan.memory / GiB:.1f} GiB available{passes}"
+    )
+    return plan.micro_batch_size

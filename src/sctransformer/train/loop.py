@@ -1,4 +1,4 @@
-"""The pretraining loop: AdamW, warm-up + cosine decay, clipping, checkpoints, resume, DDP.
+"""The pretraining loop: AdamW, warm-up + cosine decay, clipping, checkpoints, resume, DDP/FSDP.
 
 Every random choice of step ``s`` (batch order, masking, dropout) is derived from
 ``(seed, s)``, so resuming from a checkpoint at step ``s`` continues exactly as an
@@ -14,8 +14,7 @@ to the same update (the masks are drawn for the whole batch, as under DDP), and 
 
 from __future__ import annotations
 
-import contextlib
-import json
+import copy
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -25,8 +24,18 @@ import numpy as np
 import torch
 
 from .. import logging as logg
+from .checkpoint import load_trainer, load_weights, save_state, start_step_of
 from .data import TokenArrays, collate, length_grouped_batches
+from .distributed import (
+    copy_into,
+    full_optimizer_state,
+    process_group,
+    require_process_group,
+    shard,
+)
 from .objectives import OBJECTIVES
+from .optim import optimizer, seed_step
+from .step import Step, accumulate, global_objective, share
 
 
 @dataclass
@@ -51,6 +60,8 @@ class TrainConfig:
     micro_batch_size: int | None = None
     # bytes the run may use; None: what is available when training starts
     memory_limit: int | None = None
+    # under torchrun: "ddp" (every process holds the model) or "fsdp" (each holds a shard)
+    distributed: str = "ddp"
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -70,75 +81,8 @@ class TrainConfig:
             )
         if self.memory_limit is not None and self.memory_limit < 1:
             raise ValueError("memory_limit must be a positive number of bytes or None")
-
-
-def schedule(step: int, total: int, warmup: int, kind: str = "cosine") -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to zero (or constant)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if kind == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def optimizer(model: torch.nn.Module, cfg: TrainConfig, total: int, *, lr_of=None):
-    """AdamW (no weight decay on biases and norms) and its warm-up + cosine-decay schedule over
-    ``total`` steps. ``lr_of(parameter)`` gives a parameter its own base rate (default
-    ``cfg.lr``), e.g. a new head faster than a pretrained encoder.
-    """
-    named = list(model.named_parameters())
-    groups: dict[tuple[float, float], list] = {}
-    for n, p in named:
-        decay = cfg.weight_decay if p.ndim > 1 and "norm" not in n.lower() else 0.0
-        rate = cfg.lr if lr_of is None else float(lr_of(p))
-        groups.setdefault((decay, rate), []).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": ps, "weight_decay": d, "lr": r} for (d, r), ps in groups.items()],
-        lr=cfg.lr,
-    )
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: schedule(s, total, warmup, cfg.lr_schedule)
-    )
-    return opt, sched
-
-
-def seed_step(seed: int, step: int) -> torch.Generator:
-    """Seed step ``step``'s dropout (torch's global generator) and return its masking
-    generator, so a step's randomness depends on (seed, step) only: resume is exact.
-    """
-    torch.manual_seed(seed * 1_000_003 + step)
-    return torch.Generator().manual_seed(seed * 1_000_033 + step)
-
-
-class _Step(torch.nn.Module):
-    """Wraps model + objective so DistributedDataParallel sees one forward per step."""
-
-    def __init__(self, model, objective: str) -> None:
-        super().__init__()
-        self.model = model
-        self.objective = OBJECTIVES[objective]
-
-    def forward(self, batch, **kw):
-        return self.objective(self.model, batch, **kw)
-
-
-def _dist():
-    import torch.distributed as dist
-
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def init_distributed_from_env() -> bool:
-    """Start the process group when launched by ``torchrun`` (gloo on CPU, nccl on GPU)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return True
+        if self.distributed not in ("ddp", "fsdp"):
+            raise ValueError(f"distributed={self.distributed!r}; use 'ddp' or 'fsdp'")
 
 
 def _plan(data: TokenArrays, cfg: TrainConfig) -> list[np.ndarray]:
@@ -179,25 +123,39 @@ def train(
     available), so that ``config_dict(cfg)`` records what ran. ``max_length`` and
     ``n_truncated`` (cells whose genes did not all fit) only feed the cost log.
 
+    Under ``torchrun`` ``cfg.distributed="ddp"`` wraps the step in DistributedDataParallel;
+    ``"fsdp"`` trains a copy sharded with FSDP2 and gathers its whole weights into ``model``
+    (left on the CPU) at every checkpoint and at the end, so checkpoints keep one format.
+
     Raises
     ------
     TrainingMemoryError
         Before training, when not even one of the longest cells fits in memory.
+    ValueError
+        ``cfg.distributed="fsdp"`` without a process group (not launched by ``torchrun``).
     """
     from ..nn.precision import autocast_context, choose_precision
-    from .budget import TrainingCost, available_memory, estimate_training_bytes, fit_batch_size
+    from .budget import plan_passes
+    from .cost import TrainingCost
 
-    dist = _dist()
+    require_process_group(cfg.distributed)
+    dist = process_group()
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist else (1, 0)
     device = torch.device(device)
-    model.to(device).train()
-    step_module = _Step(model, cfg.objective)
-    runner = step_module
-    if dist:
+    fsdp = cfg.distributed == "fsdp"
+    if resume_from is not None:
+        load_weights(resume_from, model)
+    if fsdp:  # a sharded copy trains; ``model`` receives its weights at checkpoints and the end
+        runner = shard(Step(copy.deepcopy(model), cfg.objective), device)
+        trained = runner.model
+    else:
+        trained = model.to(device).train()
+        runner = Step(model, cfg.objective)
+    if dist and not fsdp:
         # pretraining objectives use every head except a classifier; only then is the extra
         # autograd traversal for unused parameters needed
         runner = torch.nn.parallel.DistributedDataParallel(
-            step_module, find_unused_parameters="classifier" in model.heads
+            runner, find_unused_parameters="classifier" in model.heads
         )
     batches = _plan(data, cfg)
     total = len(batches)
@@ -210,37 +168,28 @@ def train(
         code = torch.tensor([names.index(cfg.precision)], device=device)
         dist.broadcast(code, 0)
         cfg.precision = names[int(code)]
+
+    def smallest(micro: int) -> int:  # every process must accumulate, or none
+        if not dist:
+            return micro
+        fits = torch.tensor([micro], device=device)
+        dist.all_reduce(fits, op=dist.ReduceOp.MIN)
+        return int(fits)
+
     local_cells = -(-cfg.batch_size // world)
-    memory = cfg.memory_limit or available_memory(str(device))
-    objective_kind = cfg.objective
-    n_params = sum(p.numel() for p in model.parameters())
-    if cfg.micro_batch_size is None:
-        cfg.micro_batch_size = fit_batch_size(
-            model.config,
-            local_cells,
-            longest,
-            objective=objective_kind,
-            mask_prob=cfg.mask_prob,
-            device=str(device),
-            memory=memory,
-            n_params=n_params,
-        )
-    micro = min(cfg.micro_batch_size, local_cells)
-    if dist:  # every process must accumulate, or none: the smallest fit decides
-        smallest = torch.tensor([micro], device=device)
-        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
-        micro = int(smallest)
-    cfg.micro_batch_size = micro
-    use_passes = micro < local_cells
-    estimate = estimate_training_bytes(
-        model.config,
-        micro,
+    passes = plan_passes(
+        model,
+        local_cells,
         longest,
-        objective=objective_kind,
+        objective=cfg.objective,
         mask_prob=cfg.mask_prob,
         device=str(device),
-        n_params=n_params,
+        memory=cfg.memory_limit or None,
+        micro_batch_size=cfg.micro_batch_size,
+        agree=smallest,
+        shards=world if fsdp else 1,
     )
+    micro = cfg.micro_batch_size = passes.micro_batch_size
     cost = TrainingCost(
         lengths=data.lengths,
         steps=total - (start_step_of(resume_from) if resume_from is not None else 0),
@@ -251,16 +200,16 @@ def train(
         max_length=max_length or (data.tokens.shape[1] if len(data) else None),
         n_truncated=n_truncated,
         micro_batch_size=micro,
-        memory_estimate=estimate,
-        memory_available=memory,
+        memory_estimate=passes.estimate,
+        memory_available=passes.memory,
     )
     if rank == 0:
         cost.before()
-    opt, sched = optimizer(model, cfg, total)
+    opt, sched = optimizer(trained, cfg, total)
     history: list[dict] = []
     start_step = 0
     if resume_from is not None:
-        start_step, history = _load_state(resume_from, model, opt, sched)
+        start_step, history = load_trainer(resume_from, opt, sched)
     is_gene_t = torch.as_tensor(is_gene, dtype=torch.bool, device=device)
     n_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     bar = logg.progress(total=total, desc=f"pretrain ({cfg.objective})", unit="step")
@@ -271,7 +220,7 @@ def train(
             gen = seed_step(cfg.seed, step)
             batch = collate(data, batches[step])
             # masks are drawn for the global batch, then each process keeps its share
-            local = _share(batch, rank, world)
+            local = share(batch, rank, world)
             kw = {
                 "is_gene": is_gene_t,
                 "mask_id": mask_id,
@@ -280,8 +229,8 @@ def train(
                 "precision_ctx": autocast_context(cfg.precision, device),
             }
             opt.zero_grad(set_to_none=True)
-            if not use_passes:
-                loss_sum, n = _global_objective(runner, batch, local, kw, device, dist)
+            if not passes.in_passes:
+                loss_sum, n = global_objective(runner, batch, local, kw, device, dist)
                 n_total = torch.tensor(float(n), device=device)
                 if dist:
                     dist.all_reduce(n_total)
@@ -289,12 +238,12 @@ def train(
                 loss = loss_sum * (world / n_total)
                 loss.backward()
             else:
-                loss_sum, n_total = _accumulate(runner, batch, local, micro, kw, device, dist)
-                for p in model.parameters():
+                loss_sum, n_total = accumulate(runner, batch, local, micro, kw, device, dist)
+                for p in trained.parameters():
                     if p.grad is not None:
                         p.grad.mul_(world / n_total)
             if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.clip)
             lr = float(opt.param_groups[0]["lr"])  # the rate of this step, before it advances
             opt.step()
             sched.step()
@@ -313,122 +262,24 @@ def train(
             bar.update(1)
             if rank == 0:
                 cost.step_done()
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and rank == 0:
-                save_state(
-                    Path(cfg.checkpoint_dir) / f"step-{step + 1}",
-                    model if card is None else card,
-                    opt,
-                    sched,
-                    step + 1,
-                    history,
-                )
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                if fsdp:  # every rank takes part in gathering; rank 0 writes
+                    copy_into(model, trained)
+                opt_state = full_optimizer_state(opt)
+                if rank == 0:
+                    save_state(
+                        Path(cfg.checkpoint_dir) / f"step-{step + 1}",
+                        model if card is None else card,
+                        opt_state,
+                        sched,
+                        step + 1,
+                        history,
+                    )
     bar.close()
+    if fsdp:
+        copy_into(model, trained)
     model.eval()
     return history
-
-
-def _share(batch: dict, rank: int, world: int) -> np.ndarray:
-    """Rows of the global batch this process computes."""
-    return np.arange(len(batch["index"]))[rank::world]
-
-
-def start_step_of(path) -> int:
-    """The step a ``step-N`` checkpoint folder resumes from (0 when it cannot be read)."""
-    try:
-        trainer = torch.load(Path(path) / "trainer_state.pt", weights_only=True)
-    except (OSError, RuntimeError):
-        return 0
-    return int(trainer.get("step", 0))
-
-
-def _accumulate(runner, batch, rows, micro, kw, device, dist):
-    """One step's gradients in passes of ``micro`` cells of this process's ``rows``.
-
-    Every pass draws its masks from the step's generator state over the global batch and keeps
-    its rows (as processes do under DDP), so the masked positions equal a single pass's; each
-    pass is trimmed to its longest cell. Gradients of the summed losses accumulate; the caller
-    divides them by the global number of predicted positions, returned here with the loss sum.
-    """
-    gen = kw["gen"]
-    state = gen.get_state()
-    loss_total = torch.zeros((), device=device)
-    n_local = 0
-    passes = [rows[i : i + micro] for i in range(0, len(rows), micro)]
-    for j, part in enumerate(passes):
-        gen.set_state(state)
-        last = j == len(passes) - 1
-        sync = runner.no_sync() if dist and not last else contextlib.nullcontext()
-        with sync:
-            loss_sum, n = _rows_objective(runner, batch, part, kw, device)
-            loss_sum.backward()
-        loss_total += loss_sum.detach()
-        n_local += n
-    n_total = torch.tensor(float(n_local), device=device)
-    if dist:
-        dist.all_reduce(n_total)
-    return loss_total, max(float(n_total), 1.0)
-
-
-def _rows_objective(runner, batch, rows, kw, device):
-    """The objective on ``rows`` of the global batch, padded only to their longest cell."""
-    rows_t = torch.as_tensor(rows, dtype=torch.long)
-    width = max(1, int(batch["lengths"][rows_t].max()))
-    local = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v[rows_t]
-            local[k] = (v[:, :width] if v.ndim == 2 else v).to(device)
-        else:
-            local[k] = v[rows]
-    local["global_shape"] = tuple(batch["tokens"].shape)
-    local["rows"] = rows_t
-    return runner(local, **kw)
-
-
-def _global_objective(runner, batch, rows, kw, device, dist):
-    """Run the objective on this process's rows of the global batch.
-
-    Random draws are made over the global batch's shape and then sliced (``global_shape`` and
-    ``rows`` entries), so every process corrupts its cells exactly as a single process would.
-    """
-    if dist is None:
-        b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        return runner(b, **kw)
-    rows_t = torch.as_tensor(rows, dtype=torch.long)
-    local = {k: (v[rows_t].to(device) if torch.is_tensor(v) else v[rows]) for k, v in batch.items()}
-    local["global_shape"] = tuple(batch["tokens"].shape)
-    local["rows"] = rows_t
-    return runner(local, **kw)
-
-
-def save_state(path: Path, model, opt, sched, step: int, history: list[dict]) -> None:
-    """A resumable checkpoint: the model folder plus optimiser and scheduler state."""
-    from ..models._io import save
-
-    save(model, path / "model")
-    torch.save(
-        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step},
-        path / "trainer_state.pt",
-    )
-    (path / "history.json").write_text(json.dumps(history))
-
-
-def _load_state(path, model, opt, sched) -> tuple[int, list[dict]]:
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not (path / "trainer_state.pt").exists():
-        raise FileNotFoundError(
-            f"{path} is not a training checkpoint (no trainer_state.pt); pass a "
-            "checkpoint_dir/step-N folder written during pretraining"
-        )
-    state = load_file(str(path / "model" / "model.safetensors"))
-    model.load_state_dict(state, strict=False)
-    trainer = torch.load(path / "trainer_state.pt", weights_only=True)
-    opt.load_state_dict(trainer["optimizer"])
-    sched.load_state_dict(trainer["scheduler"])
-    history = json.loads((path / "history.json").read_text())
-    return int(trainer["step"]), history
 
 
 def config_dict(cfg: TrainConfig) -> dict:
