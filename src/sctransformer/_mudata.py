@@ -100,6 +100,7 @@ def embed_cells(
     for message in warnings:
         _validate.warn(message)
     dev = resolve_device(device)
+    precision = model.precision(precision, dev)
     model.to(dev).eval()
     start = logg.info(f"embedding {len(cells)} cells of a MuData")
     bar = logg.progress(total=len(cells), desc="embed", unit="cells")
