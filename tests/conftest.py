@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,17 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import sctransformer as sct
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, share the cores between the workers: with more torch threads than
+    cores, each parallel op waits for a descheduled thread (ops of microseconds took ~20 ms).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 def nb_counts(
