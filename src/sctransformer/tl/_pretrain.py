@@ -136,7 +136,6 @@ def pretrain(
         from .._mudata import pretrain as pretrain_mudata
 
         return pretrain_mudata(adata, **kw)
-    import torch
 
     from ..models import resolve
     from ..train.distributed import init_distributed_from_env, require_process_group
@@ -163,6 +162,50 @@ def pretrain(
     existing = None
     if model is not None and not isinstance(model, TransformerConfig):
         existing = resolve(model)
+    _ensure_tokens(adata, existing, method=method, batch_key=batch_key, tokens_key=tokens_key)
+    params = stored_params(adata, tokens_key)
+    if params.get("method") == "sentence":
+        raise ValueError("method='sentence' makes text for language models, not model tokens")
+    vocab = stored_vocab(adata, tokens_key)
+    data = read_tokens(adata, tokens_key, pad_id=vocab.pad_id)
+    if objective == "generative" or objective == "mlm":
+        vocab.mask_id  # noqa: B018 - raises a clear error when the vocabulary has no <mask>
+
+    net = _network(
+        existing, model, vocab, params, objective, data, seed=seed, tokens_key=tokens_key
+    )
+    model_out = _card(existing, net, vocab, params, objective, adata)
+    init_distributed_from_env()
+    dev = resolve_device(device)
+    # precision="auto" is settled by train(): the faster of fp32 and bf16, timed for this
+    # model's shape on this machine, recorded in the params below
+    cap = int(params.get("max_length", -1))
+    cut = int((data.lengths >= cap).sum()) if cap > 0 else None  # cells filling max_length
+    start = logg.info(f"pretraining ({objective}) on {adata.n_obs} cells")
+    history = train(
+        net,
+        data,
+        cfg,
+        is_gene=vocab.is_gene,
+        mask_id=vocab.mask_id if "mlm" in net.heads else 0,
+        device=str(dev),
+        resume_from=resume_from,
+        card=model_out,
+        max_length=cap if cap > 0 else None,
+        n_truncated=cut,
+    )
+    adata.uns[key_added] = {
+        "params": model_out.record(device=dev, **config_dict(cfg)),
+        "history": pd.DataFrame(history),
+    }
+    logg.info("    finished", time=start, deep=f"added uns[{key_added!r}]")
+    return model_out
+
+
+def _ensure_tokens(adata, existing, *, method, batch_key, tokens_key) -> None:
+    """Tokenize ``adata`` (with the model's vocabulary when there is one) unless tokens are
+    stored already, which must then have been made with the same ``batch_key``.
+    """
     if f"{tokens_key}_tokens" not in adata.obsm:
         from ..pp import tokenize
 
@@ -177,13 +220,13 @@ def pretrain(
                 f"obsm['{tokens_key}_tokens'] was made with batch_key={made_with or None!r}, "
                 f"not {batch_key!r}; re-run sct.pp.tokenize(adata, ..., batch_key={batch_key!r})"
             )
-    params = stored_params(adata, tokens_key)
-    if params.get("method") == "sentence":
-        raise ValueError("method='sentence' makes text for language models, not model tokens")
-    vocab = stored_vocab(adata, tokens_key)
-    data = read_tokens(adata, tokens_key, pad_id=vocab.pad_id)
-    if objective == "generative" or objective == "mlm":
-        vocab.mask_id  # noqa: B018 - raises a clear error when the vocabulary has no <mask>
+
+
+def _network(existing, model, vocab, params, objective, data, *, seed, tokens_key):
+    """The module to train: the given model's (its vocabulary must be the tokens'), or a new
+    one, seeded, from ``model`` (a config) or the default; checked against the tokens.
+    """
+    import torch
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -212,9 +255,14 @@ def pretrain(
             f"max_positions={net.config.max_positions}; tokenize with max_length<="
             f"{net.config.max_positions}"
         )
+    return net
+
+
+def _card(existing, net, vocab, params, objective, adata) -> Model:
+    """The returned model: the network, the tokens' vocabulary and settings, and a card."""
     meta = dict(existing.metadata) if existing is not None else {}
     meta.pop("weights_sha256", None)  # the weights change
-    model_out = Model(
+    return Model(
         net,
         vocab=vocab,
         tokenize_params={
@@ -228,28 +276,3 @@ def pretrain(
             "training_data": f"{adata.n_obs} cells × {adata.n_vars} genes",
         },
     )
-    init_distributed_from_env()
-    dev = resolve_device(device)
-    # precision="auto" is settled by train(): the faster of fp32 and bf16, timed for this
-    # model's shape on this machine, recorded in the params below
-    cap = int(params.get("max_length", -1))
-    cut = int((data.lengths >= cap).sum()) if cap > 0 else None  # cells filling max_length
-    start = logg.info(f"pretraining ({objective}) on {adata.n_obs} cells")
-    history = train(
-        net,
-        data,
-        cfg,
-        is_gene=vocab.is_gene,
-        mask_id=vocab.mask_id if "mlm" in net.heads else 0,
-        device=str(dev),
-        resume_from=resume_from,
-        card=model_out,
-        max_length=cap if cap > 0 else None,
-        n_truncated=cut,
-    )
-    adata.uns[key_added] = {
-        "params": model_out.record(device=dev, **config_dict(cfg)),
-        "history": pd.DataFrame(history),
-    }
-    logg.info("    finished", time=start, deep=f"added uns[{key_added!r}]")
-    return model_out
