@@ -83,7 +83,6 @@ def embed_cells(
     from .models import resolve
     from .tl._common import check_positive, resolve_device
     from .tl._embed import store_embedding
-    from .train import infer
 
     model = resolve(model)
     model.check()
@@ -104,12 +103,10 @@ def embed_cells(
     model.to(dev).eval()
     start = logg.info(f"embedding {len(cells)} cells of a MuData")
     bar = logg.progress(total=len(cells), desc="embed", unit="cells")
-    vec = infer.pooled(
-        model.module,
+    vec = model.pooled(
         arrays,
         pooling=pooling,
         layer=layer,
-        is_gene=model.vocab.is_gene,
         batch_size=batch_size,
         device=dev,
         precision=precision,

@@ -181,6 +181,34 @@ class Model:
             precision, device, config=self.module.config, length=self.max_length
         )
 
+    def pooled(
+        self,
+        data,
+        *,
+        pooling: str,
+        layer: int,
+        batch_size: int,
+        device,
+        precision: str = "fp32",
+        progress=None,
+    ) -> np.ndarray:
+        """Cell vectors of token arrays made for this model (see
+        :func:`sctransformer.train.infer.pooled`), mean pooling over its gene tokens.
+        """
+        from ..train import infer
+
+        return infer.pooled(
+            self.module,
+            data,
+            pooling=pooling,
+            layer=layer,
+            is_gene=self.vocab.is_gene,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            progress=progress,
+        )
+
     # genes ----------------------------------------------------------------------------------
     def gene_names(self, adata, gene_key: str | None = None) -> list[str]:
         """The names of ``adata``'s genes matched against the vocabulary.

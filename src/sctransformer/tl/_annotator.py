@@ -17,7 +17,6 @@ from .. import _validate
 from .. import logging as logg
 from .._tokens import model_token_chunks
 from ..models import Model
-from ..train import infer
 from ..train.data import TokenArrays
 from ._common import batch_values, check_positive, copy_of, resolve_device
 
@@ -74,12 +73,10 @@ class CellAnnotator:
         """Class probabilities of token arrays made for :attr:`model`."""
         dev = resolve_device(device)
         self.model.to(dev).eval()
-        emb = infer.pooled(
-            self.model.module,
+        emb = self.model.pooled(
             data,
             pooling=self.pooling,
             layer=self.layer,
-            is_gene=self.model.vocab.is_gene,
             batch_size=batch_size,
             device=dev,
             precision=precision,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..models import Model
-from ..train import infer
 from ..train.data import TokenArrays
 from ._annotator import CellAnnotator
 from ._sklearn import cv_splitter, fit_quietly
@@ -79,12 +78,10 @@ def fit_annotator(
     model.to(device).eval()
     emb = embeddings
     if emb is None:
-        emb = infer.pooled(
-            model.module,
+        emb = model.pooled(
             data,
             pooling=pooling,
             layer=layer,
-            is_gene=model.vocab.is_gene,
             batch_size=batch_size,
             device=device,
             precision=precision,

@@ -12,7 +12,6 @@ import numpy as np
 
 from .._tokens import model_tokens
 from ..models import resolve
-from ..train import infer
 from ._annotator_fit import fit_annotator
 from ._baselines import _baseline, _counts, _hvg, _normalise, pca_embedding, scvi_latent
 from ._benchmark_scores import classifier_rows
@@ -84,9 +83,8 @@ def cell_inputs(adata, cells, test_adata, cells_b, shared, y, net, *, need_x, ne
         if need_frozen:
             net.to(device).eval()
             inp.frozen = np.concatenate([
-                infer.pooled(net.module, d, pooling=kw["pooling"], layer=kw["layer"],
-                             is_gene=net.vocab.is_gene, batch_size=batch_size, device=device,
-                             precision=precision)
+                net.pooled(d, pooling=kw["pooling"], layer=kw["layer"], batch_size=batch_size,
+                           device=device, precision=precision)
                 for d in inp.data
             ])  # fmt: skip
         inp.frozen_time = time.perf_counter() - t0

@@ -122,12 +122,10 @@ def embed_cells(
             cells=np.arange(lo, hi) if ranked else None,
         )
         for a, b, data in chunks:
-            emb[a:b] = infer.pooled(
-                model.module,
+            emb[a:b] = model.pooled(
                 data,
                 pooling=pooling,
                 layer=layer,
-                is_gene=model.vocab.is_gene,
                 batch_size=batch_size,
                 device=dev,
                 precision=precision,

@@ -29,7 +29,7 @@ import torch
 
 from .. import logging as logg
 from ..train import infer
-from ..train.data import collate, length_grouped_batches, model_inputs
+from ..train.data import collate, length_grouped_batches
 from ._distributed import add_to_rank0, sum_to_rank0
 from ._grn_stats import EmbedStats, Stream, add_pairs, pair_values
 
@@ -211,16 +211,9 @@ def _log_likelihood(module, hidden, batch, positions):
 def attention_grad_maps(module, batch, layers, is_gene_t, objective="mlm") -> torch.Tensor:
     """``[B, L, L]`` attention × gradient relevance of one collated batch (heads, layers averaged)."""
     module.eval()
-    tokens, values = model_inputs(module, batch)
+    tokens = batch["tokens"]
     with torch.enable_grad():
-        out = module(
-            tokens,
-            values,
-            padding_mask=batch["padding_mask"],
-            objective=objective,
-            output_attentions=True,
-            backend="math",
-        )
+        out = infer.attention_forward(module, batch, objective)
         positions = batch["padding_mask"] & is_gene_t.to(tokens.device)[tokens]
         ll = _log_likelihood(module, out.last_hidden_state, batch, positions)
         maps = [out.attentions[i] for i in layers]

@@ -233,9 +233,8 @@ def in_silico_perturb(
 
     start = logg.info(f"perturbing {len(genes)} gene(s) ({mode}) in {adata.n_obs} cells")
     kw = dict(layer=layer, batch_size=batch_size, device=dev, precision=precision)
-    pool_kw = dict(kw, pooling=pooling, is_gene=is_gene)
     n = len(data)
-    base = infer.pooled(model.module, data, **pool_kw)
+    base = model.pooled(data, pooling=pooling, **kw)
     target_vec = base[groups == str(target)].mean(0) if target is not None else None
     shift = np.full((n, len(genes)), np.nan)
     tshift = np.full((n, len(genes)), np.nan)
@@ -254,7 +253,7 @@ def in_silico_perturb(
         if len(merged) == 0:
             bar.update(len(chunk))
             continue
-        emb = infer.pooled(model.module, merged, **pool_kw)
+        emb = model.pooled(merged, pooling=pooling, **kw)
         hid = orig_hid = None
         if gene_shifts:
             hid = _hidden_rows(model.module, merged, **kw)

@@ -65,7 +65,6 @@ def embed_soma(
 
     from .._tokens import model_tokens
     from ..models import resolve
-    from ..train import infer
     from ._common import check_positive, resolve_device
     from ._distributed import gather_rows, init, rank_slice
 
@@ -131,9 +130,9 @@ def embed_soma(
             chunk = _read_chunk(X, ids, var_ids)
             sub = AnnData(X=chunk, var=genes.var)
             data = model_tokens(sub, model, min_gene_fraction=min_gene_fraction)
-            local[a : a + len(ids)] = infer.pooled(
-                model.module, data, pooling=pooling, layer=layer, is_gene=model.vocab.is_gene,
-                batch_size=batch_size, device=dev, precision=precision,
+            local[a : a + len(ids)] = model.pooled(
+                data, pooling=pooling, layer=layer, batch_size=batch_size, device=dev,
+                precision=precision,
             )  # fmt: skip
     finally:
         if opened:

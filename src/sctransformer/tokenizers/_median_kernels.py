@@ -60,16 +60,16 @@ def scatter_images(indptr, indices, data, col_ok, r0, r1, target_sum, totals, cu
 @_kernel()
 def _kth_bits(bits, lo, hi, k, hist, buf):
     """The ``k``-th smallest (0-based) of the uint32 words ``bits[lo:hi]`` (radix select)."""
+    src = bits[lo:hi]  # the candidates: first the segment, then the ones left in buf
     n = hi - lo
-    kmin = bits[lo]
-    kmax = bits[lo]
-    for e in range(lo + 1, hi):
-        b = bits[e]
+    kmin = src[0]
+    kmax = src[0]
+    for e in range(1, n):
+        b = src[e]
         if b < kmin:
             kmin = b
         elif b > kmax:
             kmax = b
-    src_is_bits = True
     while kmin != kmax:
         span = np.int64(kmax) - np.int64(kmin)
         shift = 0
@@ -78,12 +78,8 @@ def _kth_bits(bits, lo, hi, k, hist, buf):
         width = (span >> shift) + 1
         hist[:width] = 0
         base = np.int64(kmin)
-        if src_is_bits:
-            for e in range(lo, hi):
-                hist[(np.int64(bits[e]) - base) >> shift] += 1
-        else:
-            for e in range(n):
-                hist[(np.int64(buf[e]) - base) >> shift] += 1
+        for e in range(n):
+            hist[(np.int64(src[e]) - base) >> shift] += 1
         bucket = 0
         while k >= hist[bucket]:
             k -= hist[bucket]
@@ -91,23 +87,14 @@ def _kth_bits(bits, lo, hi, k, hist, buf):
         m = 0
         new_min = kmax
         new_max = kmin
-        if src_is_bits:
-            for e in range(lo, hi):
-                b = bits[e]
-                if ((np.int64(b) - base) >> shift) == bucket:
-                    buf[m] = b
-                    m += 1
-                    new_min = min(new_min, b)
-                    new_max = max(new_max, b)
-        else:
-            for e in range(n):
-                b = buf[e]
-                if ((np.int64(b) - base) >> shift) == bucket:
-                    buf[m] = b
-                    m += 1
-                    new_min = min(new_min, b)
-                    new_max = max(new_max, b)
-        src_is_bits = False
+        for e in range(n):  # compacts in place when src is buf: m never passes e
+            b = src[e]
+            if ((np.int64(b) - base) >> shift) == bucket:
+                buf[m] = b
+                m += 1
+                new_min = min(new_min, b)
+                new_max = max(new_max, b)
+        src = buf[:m]
         n = m
         kmin = new_min
         kmax = new_max

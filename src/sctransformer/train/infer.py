@@ -30,9 +30,9 @@ def batches(
 
     Each batch is padded only to its longest cell. Without ``attentions`` the output is the
     packed :meth:`~sctransformer.nn.CellTransformer.encode` result of layer ``layer`` (no
-    compute on padding); with ``attentions`` it is the padded forward pass through the
-    ``"math"`` backend, the one that returns attention probabilities (and every layer's
-    states with ``hidden_states``). ``progress`` (a tqdm bar) advances by the cells done.
+    compute on padding); with ``attentions`` it is :func:`attention_forward`'s (attention
+    probabilities, and every layer's states with ``hidden_states``). ``progress`` (a tqdm
+    bar) advances by the cells done.
     """
     import torch
 
@@ -43,19 +43,11 @@ def batches(
         precision = choose_precision("auto", device, config=module.config, length=length)
     for idx in length_grouped_batches(data.lengths, batch_size):
         batch = collate(data, idx, device)
-        tokens, values = model_inputs(module, batch)
         with torch.inference_mode():
             if attentions:
-                out = module(
-                    tokens,
-                    values,
-                    padding_mask=batch["padding_mask"],
-                    objective=objective,
-                    output_attentions=True,
-                    output_hidden_states=hidden_states,
-                    backend="math",
-                )
+                out = attention_forward(module, batch, objective, hidden_states=hidden_states)
             else:
+                tokens, values = model_inputs(module, batch)
                 out = module.encode(
                     tokens,
                     values,
@@ -66,6 +58,22 @@ def batches(
         yield idx, batch, out
         if progress is not None:
             progress.update(len(idx))
+
+
+def attention_forward(module, batch: dict, objective: str = "mlm", *, hidden_states=False):
+    """The padded forward pass of a collated batch through the ``"math"`` backend, the one
+    that returns attention probabilities (and every layer's states with ``hidden_states``).
+    """
+    tokens, values = model_inputs(module, batch)
+    return module(
+        tokens,
+        values,
+        padding_mask=batch["padding_mask"],
+        objective=objective,
+        output_attentions=True,
+        output_hidden_states=hidden_states,
+        backend="math",
+    )
 
 
 def gene_positions(is_gene: np.ndarray, tokens):

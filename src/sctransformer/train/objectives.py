@@ -134,12 +134,7 @@ def mlm_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
         mask_values=model.config.value_input != "none",
     )
     with precision_ctx:
-        out = model(
-            corrupted["tokens"],
-            corrupted["values"] if model.config.value_input != "none" else None,
-            padding_mask=batch["padding_mask"],
-            objective="mlm",
-        )
+        out = _forward(model, corrupted["tokens"], corrupted["values"], batch, "mlm")
     hidden = out.last_hidden_state
     loss, n = _value_losses(model, hidden, batch["values"], chosen)
     if has_tokens:
@@ -150,12 +145,7 @@ def mlm_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx):
 def ntp_loss(model, batch, *, precision_ctx, **_):
     """Decoder-only: each position predicts the next token (tGPT / scMulan)."""
     with precision_ctx:
-        out = model(
-            batch["tokens"],
-            batch["values"] if model.config.value_input != "none" else None,
-            padding_mask=batch["padding_mask"],
-            objective="ntp",
-        )
+        out = _forward(model, batch["tokens"], batch["values"], batch, "ntp")
     hidden = out.last_hidden_state[:, :-1]
     target = batch["tokens"][:, 1:]
     valid = batch["padding_mask"][:, 1:]
@@ -173,18 +163,20 @@ def generative_loss(model, batch, *, is_gene, mask_id, prob, gen, precision_ctx)
     if model.config.value_input != "none":
         values[chosen] = MASK_VALUE
     with precision_ctx:
-        out = model(
-            tokens,
-            values if model.config.value_input != "none" else None,
-            padding_mask=batch["padding_mask"],
-            objective="generative",
-            gen_mask=chosen,
-        )
+        out = _forward(model, tokens, values, batch, "generative", gen_mask=chosen)
     hidden = out.last_hidden_state
     loss, n = _value_losses(model, hidden, batch["values"], chosen)
     if has_tokens:
         loss = loss + token_loss(model.heads["mlm"], hidden[chosen], batch["tokens"][chosen])
     return loss, n
+
+
+def _forward(model, tokens, values, batch, objective, gen_mask=None):
+    """The training forward pass over ``batch``'s padding, values only where the model reads them."""
+    values = values if model.config.value_input != "none" else None
+    return model(
+        tokens, values, padding_mask=batch["padding_mask"], objective=objective, gen_mask=gen_mask
+    )
 
 
 OBJECTIVES = {"mlm": mlm_loss, "ntp": ntp_loss, "generative": generative_loss}
