@@ -226,15 +226,11 @@ def embed_genes(
     precision = model.precision(precision, dev)
     model.to(dev).eval()
     d = model.config.hidden_size
-    n_groups = len(groups.cat.categories) if groups is not None else 0
-    sums = np.zeros((1 + n_groups, len(vocab), d))
-    counts = np.zeros((1 + n_groups, len(vocab)))
     group_codes = groups.cat.codes.to_numpy() if groups is not None else None
     rank, size = ranks() if world_size() > 1 else (0, 1)  # torchrun: a slice per rank
     lo, hi = rank_slice(adata.n_obs, rank, size)
     start = logg.info(f"embedding genes over {adata.n_obs} cells")
     bar = logg.progress(total=adata.n_obs, desc="embed genes", unit="cells")
-    is_gene = np.asarray(vocab.is_gene)
     chunks = model_token_chunks(
         adata,
         model,
@@ -244,26 +240,11 @@ def embed_genes(
         min_gene_fraction=min_gene_fraction,
         cells=None if size == 1 else np.arange(lo, hi),
     )
-    for a, _, data in chunks:
-        for idx, batch, out in infer.batches(
-            model.module,
-            data,
-            batch_size=batch_size,
-            device=dev,
-            precision=precision,
-            layer=layer,
-            progress=bar,
-        ):
-            tok = batch["tokens"][batch["padding_mask"]].cpu().numpy()
-            h = out.hidden.cpu().double().numpy()
-            keep = is_gene[tok]
-            cell_of = np.repeat(np.arange(len(idx)), out.cu_seqlens.diff().cpu().numpy())
-            np.add.at(sums[0], tok[keep], h[keep])
-            np.add.at(counts[0], tok[keep], 1)
-            if group_codes is not None:
-                g = group_codes[lo + a + idx][cell_of][keep] + 1
-                np.add.at(sums, (g, tok[keep]), h[keep])
-                np.add.at(counts, (g, tok[keep]), 1)
+    n_groups = len(groups.cat.categories) if groups is not None else 0
+    sums, counts = _gene_state_sums(
+        model, chunks, n_groups=n_groups, group_codes=group_codes, first_cell=lo,
+        batch_size=batch_size, device=dev, precision=precision, layer=layer, progress=bar,
+    )  # fmt: skip
     bar.close()
     if size > 1:
         sums, counts = sum_to_rank0(sums, rank), sum_to_rank0(counts, rank)
@@ -304,3 +285,36 @@ def embed_genes(
         deep=f"added varm[{key_added!r}], varm['{key_added}_static'], uns[{key_added!r}]",
     )
     return adata if copy else None
+
+
+def _gene_state_sums(model, chunks, *, n_groups, group_codes, first_cell, batch_size, device,
+                     precision, layer, progress) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Per vocabulary token, the sum of its states (float64) and how many there are, over all
+    cells (row 0) and over each group's cells (rows ``1 + code``); ``chunks`` start at cell
+    ``first_cell`` of ``group_codes``.
+    """
+    is_gene = np.asarray(model.vocab.is_gene)
+    d = model.config.hidden_size
+    sums = np.zeros((1 + n_groups, len(model.vocab), d))
+    counts = np.zeros((1 + n_groups, len(model.vocab)))
+    for a, _, data in chunks:
+        for idx, batch, out in infer.batches(
+            model.module,
+            data,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            layer=layer,
+            progress=progress,
+        ):
+            tok = batch["tokens"][batch["padding_mask"]].cpu().numpy()
+            h = out.hidden.cpu().double().numpy()
+            keep = is_gene[tok]
+            cell_of = np.repeat(np.arange(len(idx)), out.cu_seqlens.diff().cpu().numpy())
+            np.add.at(sums[0], tok[keep], h[keep])
+            np.add.at(counts[0], tok[keep], 1)
+            if group_codes is not None:
+                g = group_codes[first_cell + a + idx][cell_of][keep] + 1
+                np.add.at(sums, (g, tok[keep]), h[keep])
+                np.add.at(counts, (g, tok[keep]), 1)
+    return sums, counts

@@ -196,34 +196,13 @@ def in_silico_perturb(
     _validate.check_unique(genes, what="genes")
     check_positive(batch_size=batch_size, chunk_size=chunk_size)
     _validate.check_nonempty(adata)
-    groups = None
-    if groupby is not None:
-        groups = _validate.obs_column(adata, groupby, fix="fill them first")
-        groups = groups.astype(str).to_numpy()
-    if target is not None:
-        if groups is None:
-            raise ValueError("target= needs groupby= (target is one of its values)")
-        if str(target) not in set(groups):
-            raise ValueError(
-                f"target {target!r} is not a value of obs[{groupby!r}]: {sorted(set(groups))[:10]}"
-            )
+    groups = _groups_of(adata, groupby, target)
     model = resolve(model)
     vocab = model.check()
     pooling, layer = model.pooling(pooling), model.layer(layer)
     match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction)
     model.check_genes(adata, min_genes=min_genes, **match)
-    ids = vocab.encode_genes(genes)
-    unknown = [g for g, i in zip(genes, ids, strict=True) if i < 0]
-    if unknown:
-        raise ValueError(f"genes {unknown} are not in the model's vocabulary; check their names")
-    if mode == "delete":
-        data_ids = set(vocab.encode_genes(model.gene_names(adata, gene_key)).tolist())
-        absent = [g for g, i in zip(genes, ids, strict=True) if i not in data_ids]
-        if absent:
-            raise ValueError(
-                f"genes {absent} are not measured in adata, so no cell can lose them; "
-                "mode='delete' needs genes of the data"
-            )
+    ids = _gene_ids(model, adata, genes, mode=mode, gene_key=gene_key)
     dev = resolve_device(device)
     precision = model.precision(precision, dev)
     model.to(dev).eval()
@@ -242,39 +221,9 @@ def in_silico_perturb(
     bar = logg.progress(total=n, desc=f"perturb ({mode})", unit="cells")
     for a in range(0, n, chunk_size):
         chunk = data.subset(np.arange(a, min(a + chunk_size, n)))
-        parts, owners = [], []
-        for j, gid in enumerate(ids):
-            pert, rows, src = perturb_tokens(
-                chunk, int(gid), mode=mode, is_gene=is_gene, max_length=max_length
-            )
-            parts.append((j, pert, rows, src))
-            owners.append(rows)
-        merged = concat([pt for _, pt, _, _ in parts], pad_value=data.pad_value, pad_id=data.pad_id)
-        if len(merged) == 0:
-            bar.update(len(chunk))
-            continue
-        emb = model.pooled(merged, pooling=pooling, **kw)
-        hid = orig_hid = None
-        if gene_shifts:
-            hid = _hidden_rows(model.module, merged, **kw)
-            orig_hid = _hidden_rows(model.module, chunk, **kw)
-        off = 0
-        for j, pert, rows, src in parts:
-            k = len(rows)
-            cells = a + rows
-            e = emb[off : off + k]
-            shift[cells, j] = 1 - _cos(e, base[cells])
-            if target_vec is not None:
-                tshift[cells, j] = _cos(e, target_vec[None]) - _cos(base[cells], target_vec[None])
-            if gene_shifts:
-                for r in range(k):
-                    h = hid[off + r]
-                    s = src[r, : len(h)]
-                    keep = (s >= 0) & is_gene[pert.tokens[r, : len(h)]]
-                    if keep.any():
-                        o = orig_hid[rows[r]][s[keep]]
-                        gshift[cells[r], j] = float(np.mean(1 - _cos(h[keep], o)))
-            off += k
+        _shift_chunk(model, chunk, a, ids, shifts=(shift, tshift, gshift), mode=mode,
+                     is_gene=is_gene, max_length=max_length, pooling=pooling, kw=kw, base=base,
+                     target_vec=target_vec, gene_shifts=gene_shifts)  # fmt: skip
         bar.update(len(chunk))
     bar.close()
 
@@ -333,3 +282,76 @@ def _summarise(genes, mode, shift, tshift, gshift, groups, target, gene_shifts) 
                 )
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _groups_of(adata, groupby, target):
+    """``obs[groupby]`` as strings (``None`` without ``groupby``), ``target`` checked in it."""
+    groups = None
+    if groupby is not None:
+        groups = _validate.obs_column(adata, groupby, fix="fill them first")
+        groups = groups.astype(str).to_numpy()
+    if target is not None:
+        if groups is None:
+            raise ValueError("target= needs groupby= (target is one of its values)")
+        if str(target) not in set(groups):
+            raise ValueError(
+                f"target {target!r} is not a value of obs[{groupby!r}]: {sorted(set(groups))[:10]}"
+            )
+    return groups
+
+
+def _gene_ids(model, adata, genes, *, mode, gene_key) -> np.ndarray:
+    """The genes' vocabulary ids; each must be known, and measured in ``adata`` to delete."""
+    vocab = model.vocab
+    ids = vocab.encode_genes(genes)
+    unknown = [g for g, i in zip(genes, ids, strict=True) if i < 0]
+    if unknown:
+        raise ValueError(f"genes {unknown} are not in the model's vocabulary; check their names")
+    if mode == "delete":
+        data_ids = set(vocab.encode_genes(model.gene_names(adata, gene_key)).tolist())
+        absent = [g for g, i in zip(genes, ids, strict=True) if i not in data_ids]
+        if absent:
+            raise ValueError(
+                f"genes {absent} are not measured in adata, so no cell can lose them; "
+                "mode='delete' needs genes of the data"
+            )
+    return ids
+
+
+def _shift_chunk(model, chunk, a, ids, *, shifts, mode, is_gene, max_length, pooling, kw, base,
+                 target_vec, gene_shifts) -> None:  # fmt: skip
+    """Perturb each gene in the cells of ``chunk`` (starting at cell ``a``) and write their
+    embedding shifts into ``shifts`` (cell shift, target shift, gene shift; cells × genes).
+    """
+    shift, tshift, gshift = shifts
+    parts = []
+    for j, gid in enumerate(ids):
+        pert, rows, src = perturb_tokens(
+            chunk, int(gid), mode=mode, is_gene=is_gene, max_length=max_length
+        )
+        parts.append((j, pert, rows, src))
+    merged = concat([pt for _, pt, _, _ in parts], pad_value=chunk.pad_value, pad_id=chunk.pad_id)
+    if len(merged) == 0:
+        return
+    emb = model.pooled(merged, pooling=pooling, **kw)
+    hid = orig_hid = None
+    if gene_shifts:
+        hid = _hidden_rows(model.module, merged, **kw)
+        orig_hid = _hidden_rows(model.module, chunk, **kw)
+    off = 0
+    for j, pert, rows, src in parts:
+        k = len(rows)
+        cells = a + rows
+        e = emb[off : off + k]
+        shift[cells, j] = 1 - _cos(e, base[cells])
+        if target_vec is not None:
+            tshift[cells, j] = _cos(e, target_vec[None]) - _cos(base[cells], target_vec[None])
+        if gene_shifts:
+            for r in range(k):
+                h = hid[off + r]
+                s = src[r, : len(h)]
+                keep = (s >= 0) & is_gene[pert.tokens[r, : len(h)]]
+                if keep.any():
+                    o = orig_hid[rows[r]][s[keep]]
+                    gshift[cells[r], j] = float(np.mean(1 - _cos(h[keep], o)))
+        off += k
