@@ -11,8 +11,9 @@ embed_genes   ``sct.tl.embed_genes``
 annotate      ``sct.tl.annotate`` with a linear annotator fitted on 2,000 in-memory cells
 attention_grn ``sct.tl.attention_grn(groupby=...)``
 
-and reports cells/s, the process's peak RSS (``ru_maxrss``), the bytes of the results the task
-keeps in memory (they grow with the cells by design) and the peak without them. The reference
+and reports cells/s, the peak resident memory during the call (sampled every 5 ms), the bytes of the results the task
+keeps in memory (they grow with the cells by design) and the peak without them; "start" is
+the process's resident size before the call (python, torch, the model, the opened file). The reference
 run is the smallest size: the last columns give each size's peak over the reference's, with and
 without the results (the target: within 1.10 without them). Usage::
 
@@ -32,7 +33,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HE
 import argparse
 import json
 import platform
-import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -100,6 +101,36 @@ def result_bytes(adata, before: dict) -> int:
     return total
 
 
+def current_rss() -> int:
+    """This process's resident bytes now (``ru_maxrss`` would carry the parent's high-water
+    mark across fork and exec).
+    """
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakSampler:
+    """The highest resident size seen every 5 ms while the ``with`` block runs."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak = current_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, current_rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss())
+
+
 def child(task: str, path: str) -> None:
     """Run one task on the backed file; print seconds, peak RSS and result bytes as JSON."""
     import anndata as ad
@@ -118,21 +149,24 @@ def child(task: str, path: str) -> None:
         annotator = sct.tl.annotate(ref, model, labels_key="cell_type", method="linear", **kw)
     adata = ad.read_h5ad(path, backed="r+")
     before = {s: set(getattr(adata, s).keys()) for s in ("obsm", "varm", "varp", "uns")}
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = current_rss()
+    sampler = PeakSampler()
     t = time.perf_counter()
-    if task == "tokenize":
-        sct.pp.tokenize(adata, vocab=model, **match)
-    elif task == "embed_cells":
-        sct.tl.embed_cells(adata, model, **kw)
-    elif task == "embed_genes":
-        sct.tl.embed_genes(adata, model, **kw)
-    elif task == "annotate":
-        sct.tl.annotate(adata, annotator, **kw)
-    elif task == "attention_grn":
-        sct.tl.attention_grn(adata, model, groupby="cell_type", device="cpu", **match)
+    with sampler:
+        if task == "tokenize":
+            sct.pp.tokenize(adata, vocab=model, **match)
+        elif task == "embed_cells":
+            sct.tl.embed_cells(adata, model, **kw)
+        elif task == "embed_genes":
+            sct.tl.embed_genes(adata, model, **kw)
+        elif task == "annotate":
+            sct.tl.annotate(adata, annotator, **kw)
+        elif task == "attention_grn":
+            sct.tl.attention_grn(adata, model, groupby="cell_type", device="cpu", **match)
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = dict(seconds=seconds, peak=peak, before=rss_before, results=result_bytes(adata, before))
+    out = dict(
+        seconds=seconds, peak=sampler.peak, before=rss_before, results=result_bytes(adata, before)
+    )
     print(json.dumps(out))
 
 
@@ -140,9 +174,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cells", default="50000,200000")
     p.add_argument("--genes", type=int, default=20_000)
-    p.add_argument("--expressed", type=int, default=600, help="mean genes per cell")
+    p.add_argument("--expressed", type=int, default=300, help="mean genes per cell")
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--dir", help="folder for the h5ad files (default: a temporary one)")
+    p.add_argument("--dir", help="folder for the temporary files (default: the system's)")
+    p.add_argument("--data", help="keep the generated h5ad files here and reuse them")
     p.add_argument("--child", nargs=2, metavar=("TASK", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -154,16 +189,24 @@ def main() -> None:
     if unknown:
         p.error(f"unknown tasks {unknown}; choose from {TASKS}")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        rows = []
+        data_dir = Path(args.data) if args.data else Path(tmp)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
         for n in sizes:
-            path = Path(tmp) / f"cells_{n}.h5ad"
+            paths[n] = data_dir / f"cells_{n}x{args.genes}x{args.expressed}.h5ad"
+            if paths[n].exists():  # written by an earlier run with --data
+                continue
             t = time.perf_counter()
-            write_counts(path, n, args.genes, args.expressed)
-            print(f"wrote {n:,} cells × {args.genes:,} genes ({path.stat().st_size / 2**20:,.0f} "
+            write_counts(paths[n], n, args.genes, args.expressed)
+            print(f"wrote {n:,} cells × {args.genes:,} genes ({paths[n].stat().st_size / 2**20:,.0f} "
                   f"MiB) in {time.perf_counter() - t:.0f} s", flush=True)  # fmt: skip
-            for task in tasks:
+        work = Path(tmp) / "run.h5ad"  # each run gets a fresh copy: tasks write into r+ files
+        rows = []
+        for task in tasks:  # each task at every size in turn, so its ratio comes whole
+            for n in sizes:
+                shutil.copyfile(paths[n], work)
                 run = subprocess.run(
-                    [sys.executable, __file__, "--child", task, str(path)],
+                    [sys.executable, __file__, "--child", task, str(work)],
                     capture_output=True, text=True, check=False,
                 )  # fmt: skip
                 if run.returncode != 0:
@@ -171,7 +214,8 @@ def main() -> None:
                     continue
                 r = json.loads(run.stdout.strip().splitlines()[-1])
                 rows.append((task, n, r))
-                print(f"  {task}: {r['seconds']:.1f} s, peak {r['peak'] / 2**20:,.0f} MiB",
+                print(f"  {task} at {n:,} cells: {r['seconds']:.1f} s, peak "
+                      f"{r['peak'] / 2**20:,.0f} MiB, results {r['results'] / 2**20:,.0f} MiB",
                       flush=True)  # fmt: skip
     import sctransformer as sct
 
@@ -181,7 +225,7 @@ def main() -> None:
         f"{len(os.sched_getaffinity(0))} cores, sctransformer {sct.__version__}; model {MODEL}; "
         f"{args.genes:,} genes, about {args.expressed} expressed per cell; one process per run"
     )
-    head = (f"{'task':<14}{'cells':>9}{'cells/s':>10}{'peak MiB':>10}{'results MiB':>13}"
+    head = (f"{'task':<14}{'cells':>9}{'cells/s':>10}{'start MiB':>11}{'peak MiB':>10}{'results MiB':>13}"
             f"{'peak-results':>14}{'ratio':>7}{'ratio-results':>15}")  # fmt: skip
     print(head)
     print("-" * len(head))
@@ -189,7 +233,8 @@ def main() -> None:
     for task, n, r in rows:
         base = r["peak"] - r["results"]
         ref.setdefault(task, (r["peak"], base))
-        print(f"{task:<14}{n:>9,}{n / r['seconds']:>10,.0f}{r['peak'] / 2**20:>10,.0f}"
+        print(f"{task:<14}{n:>9,}{n / r['seconds']:>10,.0f}{r['before'] / 2**20:>11,.0f}"
+              f"{r['peak'] / 2**20:>10,.0f}"
               f"{r['results'] / 2**20:>13,.0f}{base / 2**20:>14,.0f}"
               f"{r['peak'] / ref[task][0]:>6.2f}x{base / ref[task][1]:>14.2f}x")  # fmt: skip
     print(f"ratio: peak over the {sizes[0]:,}-cell run of the same task (the reference)")
