@@ -21,7 +21,7 @@ from .tokenizers._encode import (
     DEFAULT_N_BINS,
     METHODS,
     Encoding,
-    concat,
+    Stacker,
     encode_chunk,
 )
 from .tokenizers._medians import rank_medians, with_medians
@@ -170,12 +170,12 @@ def tokenize_arrays(
             f", e.g. {shown}"
         )
 
-    parts = []
+    stack = Stacker(adata.n_obs, pad_value=enc.pad_value, pad_id=pad_id)
     n_jobs = settings.effective_n_jobs()
     bar = logg.progress(total=adata.n_obs, desc="tokenize", unit="cells")
     out_dtype = np.int64 if sentence else np.int32
     for a, b, csr in chunks():
-        parts.append(
+        stack.add(
             encode_chunk(
                 csr,
                 enc,
@@ -193,8 +193,8 @@ def tokenize_arrays(
         )
         bar.update(b - a)
     bar.close()
-    result = concat(parts, pad_value=enc.pad_value, pad_id=pad_id)  # no copy for one chunk
-    del parts
+    result = stack.result()  # no copy for one chunk
+    del stack
 
     empty = result.lengths <= enc.n_special
     if empty.all():

@@ -17,7 +17,7 @@ from . import _validate
 from ._token_store import layout, read_token_rows, read_tokens, stored_params
 from ._tokenize_arrays import tokenize_arrays
 from .tokenizers import TokenArrays
-from .tokenizers._encode import concat
+from .tokenizers._encode import Stacker
 
 
 def stored_for(adata: AnnData, model, key: str, *, batch_key: str | None = None) -> bool:
@@ -88,7 +88,12 @@ def model_token_chunks(
 
 def model_tokens(adata: AnnData, model, *, cells: np.ndarray | None = None, **kw) -> TokenArrays:
     """Every cell's (or ``cells``') token arrays as one :class:`TokenArrays` (streamed read)."""
-    parts = [arrays for _, _, arrays in model_token_chunks(adata, model, cells=cells, **kw)]
-    if not parts:
+    stack = None
+    for _, _, arrays in model_token_chunks(adata, model, cells=cells, **kw):
+        if stack is None:
+            n = adata.n_obs if cells is None else len(cells)
+            stack = Stacker(n, pad_value=arrays.pad_value, pad_id=arrays.pad_id)
+        stack.add(arrays)
+    if stack is None:
         raise ValueError("no cells to tokenize")
-    return concat(parts, pad_value=parts[0].pad_value, pad_id=parts[0].pad_id)
+    return stack.result()

@@ -228,29 +228,66 @@ def encode_chunk(
     )
 
 
+class Stacker:
+    """Chunks of token arrays written in order into arrays of the final size, ``n`` cells,
+    as wide as the widest chunk so far: the peak is the result plus one chunk (a list of
+    chunks joined at the end held both, and the allocator kept the freed chunks' pages).
+    """
+
+    def __init__(self, n: int, *, pad_value: float, pad_id: int = -1):
+        self.n, self.pad_value, self.pad_id = n, pad_value, pad_id
+        self.rows = 0
+        self.tokens = self.values = None
+        self.lengths: list[np.ndarray] = []
+        self.all_integer, self.max_value = True, 0.0
+        self.whole: TokenArrays | None = None
+
+    def add(self, part: TokenArrays) -> None:
+        m, w = part.tokens.shape
+        if self.rows == 0 and m == self.n:  # one chunk holds every cell: kept, not copied
+            self.whole, self.rows = part, m
+            return
+        if self.tokens is None or w > self.tokens.shape[1]:
+            self._widen(w, part.tokens.dtype)
+        r, width = self.rows, self.tokens.shape[1]
+        self.tokens[r : r + m, :w] = part.tokens
+        self.tokens[r : r + m, w:width] = self.pad_id
+        self.values[r : r + m, :w] = part.values
+        self.values[r : r + m, w:width] = self.pad_value
+        self.rows += m
+        self.lengths.append(part.lengths)
+        self.all_integer &= part.all_integer
+        self.max_value = max(self.max_value, part.max_value)
+
+    def _widen(self, width: int, dtype) -> None:
+        tokens = np.empty((self.n, width), dtype=dtype)
+        values = np.empty((self.n, width), dtype=np.float32)
+        if self.tokens is not None:  # rare: a later chunk holds a longer cell
+            r, w = self.rows, self.tokens.shape[1]
+            tokens[:r, :w], tokens[:r, w:] = self.tokens[:r], self.pad_id
+            values[:r, :w], values[:r, w:] = self.values[:r], self.pad_value
+        self.tokens, self.values = tokens, values
+
+    def result(self) -> TokenArrays:
+        if self.whole is not None:
+            return self.whole
+        if self.tokens is None:
+            self._widen(0, np.int64)
+        n = self.rows
+        return TokenArrays(
+            self.tokens[:n] if n < self.n else self.tokens,
+            self.values[:n] if n < self.n else self.values,
+            np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64),
+            pad_id=self.pad_id,
+            pad_value=self.pad_value,
+            all_integer=self.all_integer,
+            max_value=self.max_value,
+        )
+
+
 def concat(parts: list[TokenArrays], *, pad_value: float, pad_id: int = -1) -> TokenArrays:
     """Stack chunks (already in their final dtype and padding) to the widest one."""
-    if len(parts) == 1:
-        return parts[0]
-    width = max((p.tokens.shape[1] for p in parts), default=0)
-    dtype = parts[0].tokens.dtype if parts else np.int64
-    n = sum(len(p) for p in parts)
-    tokens = np.empty((n, width), dtype=dtype)
-    values = np.empty((n, width), dtype=np.float32)
-    r = 0
+    stack = Stacker(sum(len(p) for p in parts), pad_value=pad_value, pad_id=pad_id)
     for p in parts:
-        m, w = p.tokens.shape
-        tokens[r : r + m, :w] = p.tokens
-        tokens[r : r + m, w:] = pad_id
-        values[r : r + m, :w] = p.values
-        values[r : r + m, w:] = pad_value
-        r += m
-    return TokenArrays(
-        tokens,
-        values,
-        np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
-        pad_id=pad_id,
-        pad_value=pad_value,
-        all_integer=all(p.all_integer for p in parts),
-        max_value=max((p.max_value for p in parts), default=0.0),
-    )
+        stack.add(p)
+    return stack.result()
