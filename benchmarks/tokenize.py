@@ -8,7 +8,8 @@ rank
     ours with a vocabulary that carries gene medians (so tokenization alone is timed), and
     separately with medians computed from the data; references: the per-row loop of the
     published rank tokenizers (normalise the CSR row, ``np.argsort``) and the bare per-row
-    ``np.argsort`` loop over scores computed beforehand.
+    ``np.argsort`` loop over scores computed beforehand, with numpy's default sort and with
+    ``kind="stable"`` (the order ours equals: ties in var order).
 adaptive_bin
     scGPT's per-cell binning on the dense row: ``np.quantile`` edges, two ``np.digitize``
     calls and random tie-breaking.
@@ -90,10 +91,14 @@ def ref_rank_published(x: sp.csr_matrix, ids, medians, n: int, k: int = 2047):
     return out
 
 
-def ref_rank_bare(indptr, score, n: int):
-    """Only the per-row ``np.argsort`` of scores computed beforehand."""
+def ref_rank_bare(indptr, score, n: int, kind: str | None = None):
+    """Only the per-row ``np.argsort`` of scores computed beforehand.
+
+    numpy's default sort is not stable (on AVX-512 CPUs it is a SIMD kernel that puts ties in
+    an order of its own); ``kind="stable"`` gives the order ours equals (ties in var order).
+    """
     for i in range(n):
-        np.argsort(-score[indptr[i] : indptr[i + 1]])
+        np.argsort(-score[indptr[i] : indptr[i + 1]], kind=kind)
 
 
 def ref_adaptive_bin(x: sp.csr_matrix, n: int, n_bins: int = 51, seed: int = 0):
@@ -145,6 +150,16 @@ def ref_sentence(x: sp.csr_matrix, names: np.ndarray, n: int, k: int = 100):
 
 
 # --- harness ------------------------------------------------------------------------------
+
+
+def numpy_simd() -> str:
+    """The widest SIMD numpy dispatches its sorts to here (AVX-512 sorts are several times
+    faster, which moves the argsort references)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # a private module: report nothing rather than fail
+        return "unknown"
+    return "AVX-512" if features.get("AVX512_SKX") else "AVX2" if features.get("AVX2") else "none"
 
 
 def best_time(fn, repeat: int) -> float:
@@ -214,6 +229,11 @@ def main() -> None:
                     n_cells,
                 ),
                 ("bare per-row argsort", lambda: ref_rank_bare(x.indptr, score, n_cells), n_cells),
+                (
+                    "bare per-row stable argsort",
+                    lambda: ref_rank_bare(x.indptr, score, n_cells, "stable"),
+                    n_cells,
+                ),
             ],
         ),
         "rank_data": (
@@ -225,6 +245,11 @@ def main() -> None:
                     n_cells,
                 ),
                 ("bare per-row argsort", lambda: ref_rank_bare(x.indptr, score, n_cells), n_cells),
+                (
+                    "bare per-row stable argsort",
+                    lambda: ref_rank_bare(x.indptr, score, n_cells, "stable"),
+                    n_cells,
+                ),
             ],
         ),
         "adaptive_bin": (
@@ -256,7 +281,7 @@ def main() -> None:
         f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores available, "
         f"sct.settings.n_jobs -> {sct.settings.effective_n_jobs()} threads; numpy "
         f"{np.__version__}, scipy {sp.__name__ and __import__('scipy').__version__}, "
-        f"python {platform.python_version()}"
+        f"python {platform.python_version()}; numpy SIMD: {numpy_simd()}"
     )
     print(
         f"timings: best of {args.repeat} (full-size references: 1 run); * = reference timed on "
