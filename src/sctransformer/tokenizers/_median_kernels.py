@@ -152,12 +152,13 @@ def select_images(starts, images, c0, c1, target, rank, size):
 
 
 @_kernel()
-def collect_exact(indptr, indices, data, col_ok, r0, r1, target_sum, totals, target, gstart,
-                  gpos, out):  # fmt: skip
-    """The float64 values whose float32 image is a column's target image (``target[c, 0]``
-    lower, ``[c, 1]`` upper middle, as float32), written from ``gstart[c, s]`` on (``gpos``
-    counts them). A lower target equal to the upper one shares its group.
+def collect_hits(indptr, indices, data, col_ok, r0, r1, target_sum, totals, target, slot, value):
+    """Rows ``r0:r1``: each float64 value whose float32 image is a column's target image
+    (``target[c, 0]`` lower, ``[c, 1]`` upper middle, as float32) as a hit: its group
+    ``2 * c + s`` in ``slot``, the value in ``value``. A lower target equal to the upper one
+    shares the upper group. Returns the number of hits, or -1 when they outgrow the arrays.
     """
+    m = 0
     for i in range(r0, r1):
         t = totals[i]
         for j in range(indptr[i], indptr[i + 1]):
@@ -166,11 +167,26 @@ def collect_exact(indptr, indices, data, col_ok, r0, r1, target_sum, totals, tar
                 v = np.float64(data[j]) / t * target_sum
                 img = np.float32(v)
                 if img == target[c, 1]:
-                    out[gstart[c, 1] + gpos[c, 1]] = v
-                    gpos[c, 1] += 1
+                    g = 2 * c + 1
                 elif img == target[c, 0]:
-                    out[gstart[c, 0] + gpos[c, 0]] = v
-                    gpos[c, 0] += 1
+                    g = 2 * c
+                else:
+                    continue
+                if m == slot.shape[0]:
+                    return -1
+                slot[m] = g
+                value[m] = v
+                m += 1
+    return m
+
+
+@_kernel()
+def place_hits(slot, value, m, gstart, gpos, out):
+    """Write ``m`` hits into their groups: group ``g`` from ``gstart[g]`` on (``gpos`` counts)."""
+    for e in range(m):
+        g = slot[e]
+        out[gstart[g] + gpos[g]] = value[e]
+        gpos[g] += 1
 
 
 @_kernel()

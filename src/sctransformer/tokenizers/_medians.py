@@ -105,13 +105,25 @@ def gene_medians(
     gstart = np.zeros(2 * n_vars + 1, dtype=np.int64)
     np.cumsum(own.ravel(), out=gstart[1:])
     groups = np.empty(int(gstart[-1]), dtype=np.float64)
-    gstart = np.ascontiguousarray(gstart[:-1].reshape(n_vars, 2))
-    gpos = np.zeros((n_vars, 2), dtype=np.int64)
+    gstart = gstart[:-1]
+    gpos = np.zeros(2 * n_vars, dtype=np.int64)
     for csr, tot in zip(chunks(), row_totals, strict=True):
-        _kernels.collect_exact(
-            csr.indptr, csr.indices, csr.data, col_ok, 0, csr.shape[0], float(target_sum), tot,
-            target32, gstart, gpos, groups,
-        )  # fmt: skip
+        # each row block lists its hits (at most all groups' slots), then they are placed
+        def collect(block, csr=csr, tot=tot):
+            r0, r1 = block
+            slot = np.empty(len(groups), dtype=np.int64)
+            value = np.empty(len(groups), dtype=np.float64)
+            m = _kernels.collect_hits(
+                csr.indptr, csr.indices, csr.data, col_ok, r0, r1, float(target_sum), tot,
+                target32, slot, value,
+            )  # fmt: skip
+            if m < 0:
+                raise RuntimeError("median selection lost track of its values; please report")
+            return slot, value, m
+
+        for slot, value, m in _map(collect, _row_blocks(csr.shape[0], n_jobs), n_jobs):
+            _kernels.place_hits(slot, value, m, gstart, gpos, groups)
+    gstart = np.ascontiguousarray(gstart.reshape(n_vars, 2))
     out = np.empty(n_vars, dtype=np.float64)
     _kernels.exact_medians(counts, gstart, rank, size, target32, groups, out)
     return out
