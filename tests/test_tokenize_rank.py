@@ -413,3 +413,24 @@ def test_data_medians_equal_numpy_median_per_gene(n_jobs):
             assert np.isnan(got[j])
         else:
             assert got[j] == np.median(vals), j
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_data_medians_exact_when_the_hit_buffer_fills(monkeypatch, n_jobs):
+    # equal totals (cells downsampled to one depth) make the values around a gene's middle
+    # equal in many cells, so the collected groups are large; a buffer of one row's size is
+    # placed many times per block and must still give np.median exactly
+    from sctransformer.tokenizers import _medians
+
+    rng = np.random.default_rng(9)
+    n, g = 600, 40
+    x = rng.poisson(rng.lognormal(-0.5, 1.0, size=(n, g))).astype(np.float32)
+    x[:, 0] = 5.0  # one value in every cell: its group is the whole gene
+    x[:, -1] = x[:, :-1].sum(axis=1).max() + 1 - x[:, :-1].sum(axis=1)  # every total equal
+    assert np.unique(x.sum(axis=1)).size == 1
+    usable = np.ones(g, dtype=bool)
+    monkeypatch.setattr(_medians, "_HIT_BUFFER", 1)  # the buffer holds the longest row only
+    chunks = [sp.csr_matrix(x[:250]), sp.csr_matrix(x[250:])]
+    got = _medians.gene_medians(lambda: iter(chunks), usable, target_sum=1e4, n_jobs=n_jobs)
+    want = _plain_medians(x, usable)
+    np.testing.assert_array_equal(got, want)

@@ -153,13 +153,16 @@ def select_images(starts, images, c0, c1, target, rank, size):
 
 @_kernel()
 def collect_hits(indptr, indices, data, col_ok, r0, r1, target_sum, totals, target, slot, value):
-    """Rows ``r0:r1``: each float64 value whose float32 image is a column's target image
-    (``target[c, 0]`` lower, ``[c, 1]`` upper middle, as float32) as a hit: its group
-    ``2 * c + s`` in ``slot``, the value in ``value``. A lower target equal to the upper one
-    shares the upper group. Returns the number of hits, or -1 when they outgrow the arrays.
+    """From row ``r0`` on (before ``r1``), as many whole rows as ``slot`` holds the hits of: each
+    float64 value whose float32 image is a column's target image (``target[c, 0]`` lower,
+    ``[c, 1]`` upper middle, as float32), its group ``2 * c + s`` in ``slot`` and the value in
+    ``value``. A lower target equal to the upper one shares the upper group. Returns (hits,
+    the first row not read); ``slot`` must hold the longest row.
     """
     m = 0
     for i in range(r0, r1):
+        if m + indptr[i + 1] - indptr[i] > slot.shape[0]:
+            return m, i
         t = totals[i]
         for j in range(indptr[i], indptr[i + 1]):
             c = indices[j]
@@ -172,12 +175,10 @@ def collect_hits(indptr, indices, data, col_ok, r0, r1, target_sum, totals, targ
                     g = 2 * c
                 else:
                     continue
-                if m == slot.shape[0]:
-                    return -1
                 slot[m] = g
                 value[m] = v
                 m += 1
-    return m
+    return m, r1
 
 
 @_kernel()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
 
 from ._encode import _map, ranges
+
+# hits a row block collects before placing them (16 bytes each)
+_HIT_BUFFER = 1 << 20
 
 
 def _row_blocks(n: int, n_parts: int) -> list[tuple[int, int]]:
@@ -107,22 +111,26 @@ def gene_medians(
     groups = np.empty(int(gstart[-1]), dtype=np.float64)
     gstart = gstart[:-1]
     gpos = np.zeros(2 * n_vars, dtype=np.int64)
+    placing = threading.Lock()
     for csr, tot in zip(chunks(), row_totals, strict=True):
-        # each row block lists its hits (at most all groups' slots), then they are placed
-        def collect(block, csr=csr, tot=tot):
-            r0, r1 = block
-            slot = np.empty(len(groups), dtype=np.int64)
-            value = np.empty(len(groups), dtype=np.float64)
-            m = _kernels.collect_hits(
-                csr.indptr, csr.indices, csr.data, col_ok, r0, r1, float(target_sum), tot,
-                target32, slot, value,
-            )  # fmt: skip
-            if m < 0:
-                raise RuntimeError("median selection lost track of its values; please report")
-            return slot, value, m
+        # each row block lists its hits in a bounded buffer (ties can make the groups as large
+        # as the data), placed into the shared groups whenever the buffer is full
+        longest = int(np.diff(csr.indptr).max(initial=0))
 
-        for slot, value, m in _map(collect, _row_blocks(csr.shape[0], n_jobs), n_jobs):
-            _kernels.place_hits(slot, value, m, gstart, gpos, groups)
+        def collect(block, csr=csr, tot=tot, longest=longest):
+            r, r1 = block
+            cap = max(min(_HIT_BUFFER, int(csr.indptr[r1] - csr.indptr[r])), longest)
+            slot = np.empty(cap, dtype=np.int64)
+            value = np.empty(cap, dtype=np.float64)
+            while r < r1:
+                m, r = _kernels.collect_hits(
+                    csr.indptr, csr.indices, csr.data, col_ok, r, r1, float(target_sum), tot,
+                    target32, slot, value,
+                )  # fmt: skip
+                with placing:
+                    _kernels.place_hits(slot, value, m, gstart, gpos, groups)
+
+        _map(collect, _row_blocks(csr.shape[0], n_jobs), n_jobs)
     gstart = np.ascontiguousarray(gstart.reshape(n_vars, 2))
     out = np.empty(n_vars, dtype=np.float64)
     _kernels.exact_medians(counts, gstart, rank, size, target32, groups, out)
