@@ -81,13 +81,13 @@ def embed_cells(
     """:func:`sctransformer.tl.embed_cells` for a MuData: ``mdata.obsm[key_added]``."""
     from . import logging as logg
     from .models import resolve
-    from .tl._common import check_positive, resolve_device
     from .tl._embed import store_embedding
 
     model = resolve(model)
     model.check()
-    pooling, layer = model.pooling(pooling), model.layer(layer)
-    check_positive(batch_size=batch_size)
+    run = model.inference(
+        batch_size=batch_size, device=device, precision=precision, layer=layer, pooling=pooling
+    )
     arrays, cells, reused, warnings = model_tokens(
         mdata, model, key=tokens_key, modalities=modalities, min_gene_fraction=min_gene_fraction
     )
@@ -98,31 +98,17 @@ def embed_cells(
         )
     for message in warnings:
         _validate.warn(message)
-    dev = resolve_device(device)
-    precision = model.precision(precision, dev)
-    model.to(dev).eval()
+    model.to(run.device).eval()
     start = logg.info(f"embedding {len(cells)} cells of a MuData")
     bar = logg.progress(total=len(cells), desc="embed", unit="cells")
-    vec = model.pooled(
-        arrays,
-        pooling=pooling,
-        layer=layer,
-        batch_size=batch_size,
-        device=dev,
-        precision=precision,
-        progress=bar,
-    )
+    vec = model.pooled(arrays, run, progress=bar)
     bar.close()
     emb = np.full((mdata.n_obs, vec.shape[1]), np.nan, dtype=np.float32)
     emb[cells] = vec
     mdata = _copy(mdata) if copy else mdata
     params = model.record(
-        device=dev,
         seed=seed,
-        pooling=pooling,
-        layer=layer,
-        precision=precision,
-        batch_size=batch_size,
+        **run.params(),
         tokens_reused=reused,
         min_gene_fraction=min_gene_fraction,
         modalities=list(model.tokenize_params.get("modality_order", [])),

@@ -117,3 +117,17 @@ class SctSettings:
 
 
 settings = SctSettings()
+
+
+def resolve_device(device):
+    """A torch device from ``"auto"`` (settings, then CUDA when available), a name or a device."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    device = settings.device if device == "auto" else device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
+    return torch.device(device)

@@ -115,3 +115,10 @@ def check_gene_overlap(
         f"(at least {min_fraction:.0%} required): {cause}. Lower min_gene_fraction= only if "
         "this is expected."
     )
+
+
+def check_positive(**values: int) -> None:
+    """Each named value must be a positive integer."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")

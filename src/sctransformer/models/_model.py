@@ -181,33 +181,36 @@ class Model:
             precision, device, config=self.module.config, length=self.max_length
         )
 
-    def pooled(
+    def inference(
         self,
-        data,
         *,
-        pooling: str,
-        layer: int,
         batch_size: int,
-        device,
-        precision: str = "fp32",
-        progress=None,
-    ) -> np.ndarray:
-        """Cell vectors of token arrays made for this model (see
+        device="auto",
+        precision: str = "auto",
+        layer: int | None = None,
+        pooling: str | None = None,
+        pools: bool = True,
+    ):
+        """A :class:`~sctransformer.train.infer.Inference` for this model: the arguments
+        checked, ``device`` and ``precision`` resolved and ``layer``/``pooling`` defaulted once
+        for a whole call (see :meth:`layer`, :meth:`pooling`, :meth:`precision`); ``pools=False``
+        for a call that pools no cells (no pooling recorded).
+        """
+        from .._settings import resolve_device
+        from ..train.infer import Inference
+
+        _validate.check_positive(batch_size=batch_size)
+        layer, pooling = self.layer(layer), self.pooling(pooling) if pools else None
+        dev = resolve_device(device)
+        return Inference(batch_size, dev, self.precision(precision, dev), layer, pooling)
+
+    def pooled(self, data, run, *, progress=None) -> np.ndarray:
+        """Cell vectors of token arrays made for this model, run as ``run`` says (see
         :func:`sctransformer.train.infer.pooled`), mean pooling over its gene tokens.
         """
         from ..train import infer
 
-        return infer.pooled(
-            self.module,
-            data,
-            pooling=pooling,
-            layer=layer,
-            is_gene=self.vocab.is_gene,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            progress=progress,
-        )
+        return infer.pooled(self.module, data, run, is_gene=self.vocab.is_gene, progress=progress)
 
     # genes ----------------------------------------------------------------------------------
     def gene_names(self, adata, gene_key: str | None = None) -> list[str]:

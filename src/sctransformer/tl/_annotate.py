@@ -16,9 +16,10 @@ from .. import logging as logg
 from .._backed import check_writable
 from .._tokens import model_tokens
 from ..models import resolve
+from ..train.options import FinetuneOptions
 from ._annotator import METHODS, CellAnnotator, check_threshold
 from ._annotator_fit import fit_annotator
-from ._common import batch_values, check_positive, copy_of, resolve_device
+from ._common import batch_values, check_positive, copy_of
 
 
 def annotate(
@@ -160,7 +161,9 @@ def annotate(
             "labels_key is required to train a classifier (the obs column of reference labels)"
         )
     model = resolve(model.model if isinstance(model, CellAnnotator) else model)
-    pooling, layer = model.pooling(pooling), model.layer(layer)
+    run = model.inference(
+        batch_size=batch_size, device=device, precision=precision, layer=layer, pooling=pooling
+    )
     ref = adata if reference is None else reference
     what = "adata" if reference is None else "reference"
     _validate.check_nonempty(ref)
@@ -176,8 +179,6 @@ def annotate(
         model, new = model.with_batch_tokens(np.concatenate([b_ref, b_query]))
         if new:
             logg.hint(f"added batch tokens for {new[:5]}{'…' if len(new) > 5 else ''}")
-    dev = resolve_device(device)
-    precision = model.precision(precision, dev)
 
     ref_idx = np.flatnonzero(known)
     start = logg.info(
@@ -187,24 +188,24 @@ def annotate(
     tokens = dict(batch_key=batch_key, gene_key=gene_key, min_gene_fraction=min_gene_fraction)
     ref_data = model_tokens(ref, model, cells=ref_idx, chunk_size=chunk_size, **tokens)
     code = {c: i for i, c in enumerate(classes)}
+    options = FinetuneOptions(
+        freeze=freeze, epochs=epochs, lr=lr, encoder_lr=encoder_lr, weight_decay=weight_decay,
+        class_weight=class_weight, validation_fraction=validation_fraction, patience=patience,
+    )  # fmt: skip
     annotator = fit_annotator(
         model, ref_data, np.array([code[v] for v in values[ref_idx]], dtype=np.int64),
-        classes, categories, method=method, pooling=pooling, layer=layer, batch_key=batch_key,
-        freeze=freeze, epochs=epochs, batch_size=batch_size, lr=lr, encoder_lr=encoder_lr,
-        weight_decay=weight_decay, class_weight=class_weight,
-        validation_fraction=validation_fraction, patience=patience, n_neighbors=n_neighbors,
-        precision=precision, device=dev, seed=seed, labels_key=labels_key,
+        classes, categories, run, method=method, batch_key=batch_key, options=options,
+        n_neighbors=n_neighbors, seed=seed, labels_key=labels_key,
     )  # fmt: skip
     proba = annotator.predict_proba(
-        adata, batch_size=batch_size, precision=precision, device=dev, chunk_size=chunk_size,
-        **match,
+        adata, batch_size=batch_size, precision=run.precision, device=run.device,
+        chunk_size=chunk_size, **match,
     )  # fmt: skip
     out = copy_of(adata) if copy else adata
     annotator.write(
-        out, proba, unknown_threshold=unknown_threshold, key_added=key_added, device=dev,
-        seed=seed, precision=precision, batch_size=batch_size, freeze=freeze, epochs=epochs,
-        lr=lr, n_reference=len(ref_idx), reference=what, gene_key=gene_key,
-        min_gene_fraction=min_gene_fraction,
+        out, proba, run, unknown_threshold=unknown_threshold, key_added=key_added, seed=seed,
+        freeze=freeze, epochs=epochs, lr=lr, n_reference=len(ref_idx), reference=what,
+        gene_key=gene_key, min_gene_fraction=min_gene_fraction,
     )  # fmt: skip
     logg.info("    finished", time=start, deep=_written(key_added))
     return (out, annotator) if copy else annotator

@@ -18,7 +18,7 @@ from .. import logging as logg
 from .._tokens import model_token_chunks
 from ..models import Model
 from ..train.data import TokenArrays
-from ._common import batch_values, check_positive, copy_of, resolve_device
+from ._common import batch_values, check_positive, copy_of
 
 METHODS = ("finetune", "linear", "knn")
 UNKNOWN = "unknown"
@@ -67,22 +67,18 @@ class CellAnnotator:
     history: pd.DataFrame | None = None
 
     # prediction ---------------------------------------------------------------------------
-    def proba_arrays(
-        self, data: TokenArrays, *, batch_size: int, device, precision: str, progress=None
-    ) -> np.ndarray:
-        """Class probabilities of token arrays made for :attr:`model`."""
-        dev = resolve_device(device)
-        self.model.to(dev).eval()
-        emb = self.model.pooled(
-            data,
-            pooling=self.pooling,
-            layer=self.layer,
-            batch_size=batch_size,
-            device=dev,
-            precision=precision,
-            progress=progress,
-        )
-        return self.proba_from_embeddings(emb, device=dev)
+    def inference(self, *, batch_size: int, device="auto", precision: str = "auto"):
+        """How :attr:`model` runs for this annotator: its pooling and layer, resolved once."""
+        return self.model.inference(batch_size=batch_size, device=device, precision=precision,
+                                    layer=self.layer, pooling=self.pooling)  # fmt: skip
+
+    def proba_arrays(self, data: TokenArrays, run, *, progress=None) -> np.ndarray:
+        """Class probabilities of token arrays made for :attr:`model`, run as ``run`` says
+        (from :meth:`inference`).
+        """
+        self.model.to(run.device).eval()
+        emb = self.model.pooled(data, run, progress=progress)
+        return self.proba_from_embeddings(emb, device=run.device)
 
     def proba_from_embeddings(self, emb: np.ndarray, *, device="cpu") -> np.ndarray:
         """Class probabilities from pooled cell vectors made the way this annotator embeds."""
@@ -128,11 +124,11 @@ class CellAnnotator:
 
         Cells stream through in chunks of ``chunk_size`` (backed AnnData included).
         """
-        check_positive(batch_size=batch_size, chunk_size=chunk_size)
+        check_positive(chunk_size=chunk_size)
         annot = self.prepared(
             adata, gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes
         )
-        precision = annot.model.precision(precision, resolve_device(device))  # once per call
+        run = annot.inference(batch_size=batch_size, device=device, precision=precision)
         proba = np.zeros((adata.n_obs, len(self.classes)))
         bar = logg.progress(total=adata.n_obs, desc="annotate", unit="cells")
         chunks = model_token_chunks(
@@ -144,9 +140,7 @@ class CellAnnotator:
             min_gene_fraction=min_gene_fraction,
         )
         for a, b, data in chunks:
-            proba[a:b] = annot.proba_arrays(
-                data, batch_size=batch_size, device=device, precision=precision, progress=bar
-            )
+            proba[a:b] = annot.proba_arrays(data, run, progress=bar)
         bar.close()
         return pd.DataFrame(proba, index=adata.obs_names.copy(), columns=list(self.classes))
 
@@ -202,23 +196,18 @@ class CellAnnotator:
             min_gene_fraction=min_gene_fraction,
             min_genes=min_genes,
         )
+        run = self.inference(batch_size=batch_size, device=device, precision=precision)
         adata = copy_of(adata) if copy else adata
-        self.write(
-            adata,
-            proba,
-            unknown_threshold=unknown_threshold,
-            key_added=key_added,
-            device=device,
-            seed=seed,
-            precision=precision,
-            batch_size=batch_size,
-        )
+        self.write(adata, proba, run, unknown_threshold=unknown_threshold, key_added=key_added,
+                   seed=seed)  # fmt: skip
         return adata if copy else None
 
     def write(
-        self, adata, proba: pd.DataFrame, *, unknown_threshold, key_added, device, seed, **params
+        self, adata, proba: pd.DataFrame, run, *, unknown_threshold, key_added, seed, **params
     ) -> None:
-        """Write labels, scores, probabilities and parameters (see :func:`annotate`)."""
+        """Write labels, scores, probabilities and parameters (see :func:`annotate`); ``run``
+        is the :meth:`inference` the probabilities came from.
+        """
         p = proba.to_numpy()
         best = p.argmax(1)
         score = p.max(1)
@@ -235,13 +224,11 @@ class CellAnnotator:
         )
         adata.uns[key_added] = {
             "params": self.model.record(
-                device=resolve_device(device),
                 seed=seed,
+                **run.params(),
                 method=self.method,
                 classes=list(self.classes),
                 labels_key=self.labels_key,
-                pooling=self.pooling,
-                layer=self.layer,
                 batch_key=self.batch_key,
                 unknown_threshold=-1.0 if unknown_threshold is None else float(unknown_threshold),
                 **params,

@@ -6,6 +6,8 @@ import numpy as np
 
 from ..models import Model
 from ..train.data import TokenArrays
+from ..train.infer import Inference
+from ..train.options import FinetuneOptions
 from ._annotator import CellAnnotator
 from ._sklearn import cv_splitter, fit_quietly
 
@@ -16,40 +18,32 @@ def fit_annotator(
     labels: np.ndarray,
     classes: list[str],
     categories: list[str],
+    run: Inference,
     *,
     method: str,
-    pooling: str,
-    layer: int,
     batch_key: str | None,
-    freeze: bool = False,
-    epochs: int = 10,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    encoder_lr: float | None = None,
-    weight_decay: float = 0.01,
-    class_weight: bool = True,
-    validation_fraction: float = 0.1,
-    patience: int = 3,
+    options: FinetuneOptions | None = None,
     n_neighbors: int = 15,
     cv: int = 3,
-    precision: str = "auto",
-    device="cpu",
     seed: int = 0,
     labels_key: str = "",
     embeddings: np.ndarray | None = None,
 ) -> CellAnnotator:
     """Fit a :class:`CellAnnotator` on token arrays with integer ``labels`` (no AnnData here).
 
+    ``run``: how the model runs (its pooling and layer are the annotator's); ``options``:
+    fine-tuning's settings (``class_weight`` also weighs the linear probe's classes);
     ``embeddings``: the cells' pooled vectors when already computed (``linear``/``knn``).
     """
     from ..train.finetune import finetune_classifier, with_classifier
 
+    options = FinetuneOptions() if options is None else options
     y = np.asarray(labels, dtype=np.int64)
     common = dict(
         classes=list(classes),
         categories=list(categories),
-        pooling=pooling,
-        layer=layer,
+        pooling=run.pooling,
+        layer=run.layer,
         batch_key=batch_key,
         n_neighbors=n_neighbors,
         labels_key=labels_key,
@@ -60,32 +54,16 @@ def fit_annotator(
             data,
             y,
             is_gene=model.vocab.is_gene,
-            freeze=freeze,
-            pooling=pooling,
-            layer=layer,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            encoder_lr=lr / 10 if encoder_lr is None else encoder_lr,
-            weight_decay=weight_decay,
-            class_weight=class_weight,
-            validation_fraction=validation_fraction,
-            patience=patience,
-            device=device,
+            pooling=run.pooling,
+            layer=run.layer,
+            batch_size=run.batch_size,
+            device=run.device,
             seed=seed,
+            **options.resolved(),
         )
         return CellAnnotator(model=model.derive(net), method=method, history=history, **common)
-    model.to(device).eval()
-    emb = embeddings
-    if emb is None:
-        emb = model.pooled(
-            data,
-            pooling=pooling,
-            layer=layer,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-        )
+    model.to(run.device).eval()
+    emb = model.pooled(data, run) if embeddings is None else embeddings
     if method == "knn":
         return CellAnnotator(
             model=model,
@@ -100,7 +78,8 @@ def fit_annotator(
     scale = emb.std(0)
     scale[scale == 0] = 1.0
     z = (emb - mean) / scale
-    lr_model = LogisticRegression(max_iter=1000, class_weight="balanced" if class_weight else None)
+    balanced = "balanced" if options.class_weight else None
+    lr_model = LogisticRegression(max_iter=1000, class_weight=balanced)
     search = GridSearchCV(
         lr_model, {"C": [0.01, 0.1, 1.0, 10.0]}, cv=cv_splitter(y, cv, seed), scoring="f1_macro"
     )

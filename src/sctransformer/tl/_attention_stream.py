@@ -148,7 +148,7 @@ def stream_attention(
     from ._grn_stats import PairStats, pair_values
 
     model, lookup, codes = run.model, run.lookup, run.codes
-    n_groups, perms, batch_size, device = run.n_groups, run.perms, run.batch_size, run.device
+    n_groups, perms = run.n_groups, run.perms
     n_genes = run.n_genes
     n_slots = 1 if heads is None else len(layers) * len(heads)
     cfg = model.config
@@ -164,8 +164,7 @@ def stream_attention(
         for idx, batch, out in infer.batches(
             model.module,
             data,
-            batch_size=batch_size,
-            device=device,
+            run.inference(),
             attentions=True,
             hidden_states=normalize is None,
             objective=objective,

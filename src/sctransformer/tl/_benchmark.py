@@ -255,8 +255,11 @@ def benchmark(
     if arms or "sct" in reps:
         net = prepared_model(model, adata, test_adata, kw, batch_key=batch_key,
                              min_genes=min_genes, **match)  # fmt: skip
-    dev = resolve_device(device)
-    precision = net.precision(precision, dev) if net is not None else precision
+    run = None
+    if net is not None:
+        run = net.inference(batch_size=batch_size, device=device, precision=precision,
+                            layer=kw["layer"], pooling=kw["pooling"])  # fmt: skip
+    dev = resolve_device(device) if run is None else run.device
 
     n_runs = sum(len(v) for v in splits.values())
     start = logg.info(
@@ -264,11 +267,10 @@ def benchmark(
         f"{n_runs} split(s)"
     )
     inp = cell_inputs(
-        adata, cells, test_adata, cells_b, shared, y, net,
+        adata, cells, test_adata, cells_b, shared, y, net, run,
         need_x=bool(baselines) or "pca" in reps or "scvi" in reps,
         need_frozen=bool({"sct_linear", "sct_knn"} & set(arms)) or "sct" in reps, layer=layer,
-        kw=kw, batch_key=batch_key, batch_size=batch_size, precision=precision, device=dev,
-        **match,
+        batch_key=batch_key, **match,
     )  # fmt: skip
     scored = scored_subset(len(y), max_cells, seeds[0])
     settings = dict(n_top_genes=n_top_genes, n_pcs=n_pcs)
@@ -282,9 +284,8 @@ def benchmark(
         for fold, tr_idx, te_idx in splits[s]:
             base = {"task": "label_prediction", **run_head(dataset, s, fold, tr_idx, te_idx)}
             rows += label_rows(
-                inp, latent, scvi_time, tr_idx, te_idx, baselines, arms, kw, base, cv=cv,
-                batch_key=batch_key, batch_size=batch_size, precision=precision, device=dev,
-                seed=s, **settings,
+                inp, latent, scvi_time, tr_idx, te_idx, baselines, arms, kw, base, run, cv=cv,
+                batch_key=batch_key, seed=s, **settings,
             )  # fmt: skip
         for rep in reps:
             rows += embedding_rows(

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._tokens import model_tokens
 from ..models import resolve
+from ..train.options import FinetuneOptions
 from ._annotator_fit import fit_annotator
 from ._baselines import _baseline, _counts, _hvg, _normalise, pca_embedding, scvi_latent
 from ._benchmark_scores import classifier_rows
@@ -53,11 +54,10 @@ def prepared_model(model, adata, test_adata, kw, *, batch_key, min_genes, gene_k
     return net
 
 
-def cell_inputs(adata, cells, test_adata, cells_b, shared, y, net, *, need_x, need_frozen,
-                layer, kw, batch_key, batch_size, precision, device, gene_key,
-                min_gene_fraction) -> Inputs:  # fmt: skip
-    """Counts (``need_x``), the model's tokens (with ``net``) and frozen embeddings
-    (``need_frozen``) of the labelled cells.
+def cell_inputs(adata, cells, test_adata, cells_b, shared, y, net, run, *, need_x,
+                need_frozen, layer, batch_key, gene_key, min_gene_fraction) -> Inputs:  # fmt: skip
+    """Counts (``need_x``, from ``adata.layers[layer]``), the model's tokens (with ``net``) and
+    frozen embeddings (``need_frozen``, run as ``run`` says) of the labelled cells.
     """
     inp = Inputs(y=y, n_a=len(cells), net=net)
     if need_x:
@@ -81,12 +81,8 @@ def cell_inputs(adata, cells, test_adata, cells_b, shared, y, net, *, need_x, ne
         if test_adata is not None:
             inp.data.append(model_tokens(test_adata, net, cells=cells_b, **match))
         if need_frozen:
-            net.to(device).eval()
-            inp.frozen = np.concatenate([
-                net.pooled(d, pooling=kw["pooling"], layer=kw["layer"], batch_size=batch_size,
-                           device=device, precision=precision)
-                for d in inp.data
-            ])  # fmt: skip
+            net.to(run.device).eval()
+            inp.frozen = np.concatenate([net.pooled(d, run) for d in inp.data])
         inp.frozen_time = time.perf_counter() - t0
     return inp
 
@@ -107,9 +103,8 @@ def representation(rep, inp: Inputs, latent, *, n_top_genes, n_pcs, seed) -> np.
     return latent if rep == "scvi" else inp.frozen
 
 
-def label_rows(inp: Inputs, latent, scvi_time, tr_idx, te_idx, baselines, arms, kw, base, *,
-               n_top_genes, n_pcs, cv, batch_key, batch_size, precision, device,
-               seed) -> list[dict]:  # fmt: skip
+def label_rows(inp: Inputs, latent, scvi_time, tr_idx, te_idx, baselines, arms, kw, base, run,
+               *, n_top_genes, n_pcs, cv, batch_key, seed) -> list[dict]:  # fmt: skip
     """Rows of the label-prediction task on one split: the baselines, then the arms."""
     y_te = inp.y[te_idx]
     rows = []
@@ -124,9 +119,8 @@ def label_rows(inp: Inputs, latent, scvi_time, tr_idx, te_idx, baselines, arms, 
                                     params, base)  # fmt: skip
     if arms:
         for name, proba, classes, seconds, params in _run_transformer(
-            inp, tr_idx, te_idx, arms, dict(kw), batch_key=batch_key, batch_size=batch_size,
-            precision=precision, device=device, seed=seed,
-        ):  # fmt: skip
+            inp, tr_idx, te_idx, arms, dict(kw), run, batch_key=batch_key, seed=seed
+        ):
             rows += classifier_rows(name, "transformer", y_te, proba, classes,
                                     inp.frozen_time + seconds, params, base)  # fmt: skip
     return rows
@@ -155,10 +149,11 @@ def _tokens_of(inp: Inputs, idx):
     return inp.data[1].subset(idx - inp.n_a)
 
 
-def _run_transformer(inp: Inputs, tr_idx, te_idx, arms, kw, *, batch_key, batch_size,
-                     precision, device, seed):  # fmt: skip
-    """Yield ``(name, test probabilities, classes, seconds, parameters)`` per transformer arm."""
-    pooling, emb_layer = kw.pop("pooling"), kw.pop("layer")
+def _run_transformer(inp: Inputs, tr_idx, te_idx, arms, kw, run, *, batch_key, seed):
+    """Yield ``(name, test probabilities, classes, seconds, parameters)`` per transformer arm
+    (``kw``: the arms' settings; ``run`` holds their pooling and layer).
+    """
+    kw.pop("pooling"), kw.pop("layer")
     frozen = inp.frozen
     classes = sorted(set(inp.y[tr_idx]))
     code = {c: i for i, c in enumerate(classes)}
@@ -168,17 +163,15 @@ def _run_transformer(inp: Inputs, tr_idx, te_idx, arms, kw, *, batch_key, batch_
         t0 = time.perf_counter()
         args = {k: v for k, v in kw.items()
                 if method == "finetune" or k in ("n_neighbors", "class_weight")}  # fmt: skip
+        options = {k: v for k, v in args.items() if k != "n_neighbors"}
         annot = fit_annotator(
-            inp.net, _tokens_of(inp, tr_idx), y_tr, classes, classes, method=method,
-            pooling=pooling, layer=emb_layer, batch_key=batch_key, batch_size=batch_size,
-            precision=precision, device=device, seed=seed,
-            embeddings=None if frozen is None else frozen[tr_idx], **args,
+            inp.net, _tokens_of(inp, tr_idx), y_tr, classes, classes, run, method=method,
+            batch_key=batch_key, options=FinetuneOptions(**options),
+            n_neighbors=args.get("n_neighbors", 15), seed=seed,
+            embeddings=None if frozen is None else frozen[tr_idx],
         )  # fmt: skip
         if method == "finetune":
-            proba = annot.proba_arrays(
-                _tokens_of(inp, te_idx), batch_size=batch_size, device=device,
-                precision=precision,
-            )  # fmt: skip
+            proba = annot.proba_arrays(_tokens_of(inp, te_idx), run)
         else:
             proba = annot.proba_from_embeddings(frozen[te_idx])
         params = {"method": method, **args}

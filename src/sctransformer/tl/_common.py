@@ -7,28 +7,9 @@ from anndata import AnnData
 
 from .. import _validate
 
-
-def resolve_device(device):
-    """A torch device from ``"auto"`` (settings, then CUDA when available), a name or a device."""
-    import torch
-
-    from .._settings import settings
-
-    if isinstance(device, torch.device):
-        return device
-    device = settings.device if device == "auto" else device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
-    return torch.device(device)
-
-
-def check_positive(**values: int) -> None:
-    """Each named value must be a positive integer."""
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+# re-exported for the front doors; they live in the layers models/ may import
+from .._settings import resolve_device as resolve_device
+from .._validate import check_positive as check_positive
 
 
 def copy_of(adata: AnnData) -> AnnData:

@@ -15,7 +15,7 @@ from .._mudata import is_mudata
 from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
 from ..train import infer
-from ._common import check_positive, copy_of, resolve_device
+from ._common import check_positive, copy_of
 from ._distributed import gather_rows, local_device, rank_slice, sum_to_rank0, world_size
 from ._distributed import init as ranks
 
@@ -96,13 +96,17 @@ def embed_cells(
                             min_gene_fraction=min_gene_fraction, key_added=key_added, copy=copy)  # fmt: skip
     check_writable(adata, copy=copy)
     model = resolve(model)
-    pooling, layer = model.pooling(pooling), model.layer(layer)
-    _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
     ranked = world_size() > 1  # under torchrun: each rank its slice, rank 0 gathers and writes
     rank, size = ranks() if ranked else (0, 1)
-    dev = resolve_device(local_device() if ranked and device == "auto" else device)
-    precision = model.precision(precision, dev)
-    model.to(dev).eval()
+    run = model.inference(
+        batch_size=batch_size,
+        device=local_device() if ranked and device == "auto" else device,
+        precision=precision,
+        layer=layer,
+        pooling=pooling,
+    )
+    _check(adata, model, chunk_size, gene_key, min_gene_fraction, min_genes)
+    model.to(run.device).eval()
     reuse = stored_for(adata, model, tokens_key)
     lo, hi = rank_slice(adata.n_obs, rank, size)
     if ranked:
@@ -122,15 +126,7 @@ def embed_cells(
             cells=np.arange(lo, hi) if ranked else None,
         )
         for a, b, data in chunks:
-            emb[a:b] = model.pooled(
-                data,
-                pooling=pooling,
-                layer=layer,
-                batch_size=batch_size,
-                device=dev,
-                precision=precision,
-                progress=bar,
-            )
+            emb[a:b] = model.pooled(data, run, progress=bar)
     if ranked:
         emb = gather_rows(emb, rank, size)
         if rank != 0:
@@ -139,12 +135,8 @@ def embed_cells(
         bar.close()
     adata = copy_of(adata) if copy else adata
     params = model.record(
-        device=dev,
         seed=seed,
-        pooling=pooling,
-        layer=layer,
-        precision=precision,
-        batch_size=batch_size,
+        **run.params(),
         tokens_reused=reuse,
         gene_key=gene_key,
         min_gene_fraction=min_gene_fraction,
@@ -164,9 +156,9 @@ def store_embedding(adata, emb: np.ndarray, *, key_added: str, params: dict, sta
     logg.info("    finished", time=start, deep=f"added obsm[{key_added!r}], uns[{uns_key!r}]")
 
 
-def _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes) -> None:
+def _check(adata, model, chunk_size, gene_key, min_gene_fraction, min_genes) -> None:
     _validate.check_nonempty(adata)
-    check_positive(batch_size=batch_size, chunk_size=chunk_size)
+    check_positive(chunk_size=chunk_size)
     model.check_genes(
         adata, gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes
     )
@@ -215,16 +207,16 @@ def embed_genes(
     check_writable(adata, copy=copy)
     model = resolve(model)
     vocab = model.check()
-    layer = model.layer(layer)
-    _check(adata, model, batch_size, chunk_size, gene_key, min_gene_fraction, min_genes)
+    run = model.inference(
+        batch_size=batch_size, device=device, precision=precision, layer=layer, pools=False
+    )
+    _check(adata, model, chunk_size, gene_key, min_gene_fraction, min_genes)
     groups = None
     if groupby is not None:
         groups = _validate.obs_column(adata, groupby, fix="fill them first").astype("category")
     names = model.gene_names(adata, gene_key)
     var_ids = vocab.encode_genes(names)
-    dev = resolve_device(device)
-    precision = model.precision(precision, dev)
-    model.to(dev).eval()
+    model.to(run.device).eval()
     d = model.config.hidden_size
     group_codes = groups.cat.codes.to_numpy() if groups is not None else None
     rank, size = ranks() if world_size() > 1 else (0, 1)  # torchrun: a slice per rank
@@ -242,9 +234,8 @@ def embed_genes(
     )
     n_groups = len(groups.cat.categories) if groups is not None else 0
     sums, counts = _gene_state_sums(
-        model, chunks, n_groups=n_groups, group_codes=group_codes, first_cell=lo,
-        batch_size=batch_size, device=dev, precision=precision, layer=layer, progress=bar,
-    )  # fmt: skip
+        model, chunks, run, n_groups=n_groups, group_codes=group_codes, first_cell=lo, progress=bar
+    )
     bar.close()
     if size > 1:
         sums, counts = sum_to_rank0(sums, rank), sum_to_rank0(counts, rank)
@@ -267,10 +258,8 @@ def embed_genes(
     adata.var[f"{key_added}_n_cells"] = n_cells
     uns = {
         "params": model.record(
-            device=dev,
             seed=seed,
-            layer=layer,
-            precision=precision,
+            **run.params(),
             groupby=groupby,
             gene_key=gene_key,
             min_gene_fraction=min_gene_fraction,
@@ -287,8 +276,9 @@ def embed_genes(
     return adata if copy else None
 
 
-def _gene_state_sums(model, chunks, *, n_groups, group_codes, first_cell, batch_size, device,
-                     precision, layer, progress) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _gene_state_sums(
+    model, chunks, run, *, n_groups, group_codes, first_cell, progress
+) -> tuple[np.ndarray, np.ndarray]:
     """Per vocabulary token, the sum of its states (float64) and how many there are, over all
     cells (row 0) and over each group's cells (rows ``1 + code``); ``chunks`` start at cell
     ``first_cell`` of ``group_codes``.
@@ -298,15 +288,7 @@ def _gene_state_sums(model, chunks, *, n_groups, group_codes, first_cell, batch_
     sums = np.zeros((1 + n_groups, len(model.vocab), d))
     counts = np.zeros((1 + n_groups, len(model.vocab)))
     for a, _, data in chunks:
-        for idx, batch, out in infer.batches(
-            model.module,
-            data,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            layer=layer,
-            progress=progress,
-        ):
+        for idx, batch, out in infer.batches(model.module, data, run, progress=progress):
             tok = batch["tokens"][batch["padding_mask"]].cpu().numpy()
             h = out.hidden.cpu().double().numpy()
             keep = is_gene[tok]

@@ -78,7 +78,7 @@ def estimate(run: Stream, method: str, *, layers: list[int], heads, normalize) -
 def stream_embedding(run: Stream, *, layer):
     """Mean contextual gene embeddings per group (and per permuted group)."""
     model, lookup, codes = run.model, run.lookup, run.codes
-    n_groups, perms, batch_size, device = run.n_groups, run.perms, run.batch_size, run.device
+    n_groups, perms = run.n_groups, run.perms
     g = int((lookup >= 0).sum())
     d = model.config.hidden_size
     stats = EmbedStats(n_groups, g, d)
@@ -91,7 +91,7 @@ def stream_embedding(run: Stream, *, layer):
     for a, b, data in chunks:
         where = run.positions(a, b)
         for idx, batch, enc in infer.batches(
-            model.module, data, batch_size=batch_size, device=device, layer=layer, progress=bar
+            model.module, data, run.inference(layer), progress=bar
         ):
             tokens = batch["tokens"].cpu()
             real = batch["padding_mask"].cpu()
@@ -122,7 +122,7 @@ def stream_deletion(run: Stream, *, layer):
     from ._perturb import perturb_tokens
 
     model, lookup, codes = run.model, run.lookup, run.codes
-    perms, batch_size, device = run.perms, run.batch_size, run.device
+    perms, states = run.perms, run.inference(layer)
     stats, perm_stats = run.pair_stats()
     lookup_t = torch.as_tensor(lookup)
     codes_t = torch.as_tensor(codes)
@@ -135,9 +135,7 @@ def stream_deletion(run: Stream, *, layer):
         glob = run.positions(a, b)
         width = data.tokens.shape[1]
         base = torch.zeros(len(data), width, model.config.hidden_size)
-        for idx, _, enc in infer.batches(
-            model.module, data, batch_size=batch_size, device=device, layer=layer
-        ):
+        for idx, _, enc in infer.batches(model.module, data, states):
             h = enc.to_padded().cpu()
             base[torch.as_tensor(idx), : h.shape[1]] = h
         tok_t = torch.as_tensor(data.tokens.astype(np.int64))
@@ -150,9 +148,7 @@ def stream_deletion(run: Stream, *, layer):
             if len(rows) == 0:
                 continue
             src_t = torch.as_tensor(src)
-            for idx, _, enc in infer.batches(
-                model.module, pert, batch_size=batch_size, device=device, layer=layer
-            ):
+            for idx, _, enc in infer.batches(model.module, pert, states):
                 h = enc.to_padded().cpu()  # [B, L', d]
                 s = src_t[idx, : h.shape[1]]
                 orig_rows = torch.as_tensor(rows[idx])

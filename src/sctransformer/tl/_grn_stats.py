@@ -188,6 +188,12 @@ class Stream:
         """Genes tracked."""
         return int((self.lookup >= 0).sum())
 
+    def inference(self, layer: int = -1):
+        """How the pass runs the model: its batches and device, fp32, states of ``layer``."""
+        from ..train.infer import Inference
+
+        return Inference(self.batch_size, self.device, layer=layer)
+
     def pair_stats(self) -> tuple[PairStats, PairStats | None]:
         """Empty pair sums of the groups, and of the permuted groups (``None``: no permutations)."""
         g = self.n_genes

@@ -16,7 +16,7 @@ from ..models import resolve
 from ..tokenizers._encode import concat
 from ..train import infer
 from ..train.data import TokenArrays
-from ._common import check_positive, copy_of, resolve_device
+from ._common import check_positive, copy_of
 
 MODES = ("delete", "overexpress")
 
@@ -97,12 +97,10 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
 
 
-def _hidden_rows(module, data: TokenArrays, *, layer, batch_size, device, precision) -> list:
+def _hidden_rows(module, data: TokenArrays, run) -> list:
     """Per-cell token states ``[length, d]`` (float32 numpy), in cell order."""
     out: list = [None] * len(data)
-    for idx, _, enc in infer.batches(
-        module, data, batch_size=batch_size, device=device, precision=precision, layer=layer
-    ):
+    for idx, _, enc in infer.batches(module, data, run):
         h = enc.hidden.cpu().numpy()
         cu = enc.cu_seqlens.cpu().numpy()
         for k, i in enumerate(idx):
@@ -199,21 +197,20 @@ def in_silico_perturb(
     groups = _groups_of(adata, groupby, target)
     model = resolve(model)
     vocab = model.check()
-    pooling, layer = model.pooling(pooling), model.layer(layer)
+    run = model.inference(
+        batch_size=batch_size, device=device, precision=precision, layer=layer, pooling=pooling
+    )
     match = dict(gene_key=gene_key, min_gene_fraction=min_gene_fraction)
     model.check_genes(adata, min_genes=min_genes, **match)
     ids = _gene_ids(model, adata, genes, mode=mode, gene_key=gene_key)
-    dev = resolve_device(device)
-    precision = model.precision(precision, dev)
-    model.to(dev).eval()
+    model.to(run.device).eval()
     data = model_tokens(adata, model, key=tokens_key, **match)
     max_length = model.max_length or data.tokens.shape[1] + 1
     is_gene = np.asarray(vocab.is_gene)
 
     start = logg.info(f"perturbing {len(genes)} gene(s) ({mode}) in {adata.n_obs} cells")
-    kw = dict(layer=layer, batch_size=batch_size, device=dev, precision=precision)
     n = len(data)
-    base = model.pooled(data, pooling=pooling, **kw)
+    base = model.pooled(data, run)
     target_vec = base[groups == str(target)].mean(0) if target is not None else None
     shift = np.full((n, len(genes)), np.nan)
     tshift = np.full((n, len(genes)), np.nan)
@@ -222,7 +219,7 @@ def in_silico_perturb(
     for a in range(0, n, chunk_size):
         chunk = data.subset(np.arange(a, min(a + chunk_size, n)))
         _shift_chunk(model, chunk, a, ids, shifts=(shift, tshift, gshift), mode=mode,
-                     is_gene=is_gene, max_length=max_length, pooling=pooling, kw=kw, base=base,
+                     is_gene=is_gene, max_length=max_length, run=run, base=base,
                      target_vec=target_vec, gene_shifts=gene_shifts)  # fmt: skip
         bar.update(len(chunk))
     bar.close()
@@ -233,16 +230,13 @@ def in_silico_perturb(
         shift.astype(np.float32), index=adata.obs_names.copy(), columns=genes
     )
     params = model.record(
-        device=dev,
         seed=seed,
+        **run.params(),
         genes=genes,
         mode=mode,
         groupby=groupby,
         target="" if target is None else str(target),
         gene_shifts=gene_shifts,
-        pooling=pooling,
-        layer=layer,
-        precision=precision,
         gene_key=gene_key,
         min_gene_fraction=min_gene_fraction,
     )
@@ -318,7 +312,7 @@ def _gene_ids(model, adata, genes, *, mode, gene_key) -> np.ndarray:
     return ids
 
 
-def _shift_chunk(model, chunk, a, ids, *, shifts, mode, is_gene, max_length, pooling, kw, base,
+def _shift_chunk(model, chunk, a, ids, *, shifts, mode, is_gene, max_length, run, base,
                  target_vec, gene_shifts) -> None:  # fmt: skip
     """Perturb each gene in the cells of ``chunk`` (starting at cell ``a``) and write their
     embedding shifts into ``shifts`` (cell shift, target shift, gene shift; cells × genes).
@@ -333,11 +327,11 @@ def _shift_chunk(model, chunk, a, ids, *, shifts, mode, is_gene, max_length, poo
     merged = concat([pt for _, pt, _, _ in parts], pad_value=chunk.pad_value, pad_id=chunk.pad_id)
     if len(merged) == 0:
         return
-    emb = model.pooled(merged, pooling=pooling, **kw)
+    emb = model.pooled(merged, run)
     hid = orig_hid = None
     if gene_shifts:
-        hid = _hidden_rows(model.module, merged, **kw)
-        orig_hid = _hidden_rows(model.module, chunk, **kw)
+        hid = _hidden_rows(model.module, merged, run)
+        orig_hid = _hidden_rows(model.module, chunk, run)
     off = 0
     for j, pert, rows, src in parts:
         k = len(rows)

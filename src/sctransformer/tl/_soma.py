@@ -65,13 +65,15 @@ def embed_soma(
 
     from .._tokens import model_tokens
     from ..models import resolve
-    from ._common import check_positive, resolve_device
+    from ._common import check_positive
     from ._distributed import gather_rows, init, rank_slice
 
     model = resolve(model)
     model.check()
-    pooling, layer = model.pooling(pooling), model.layer(layer)
-    check_positive(batch_size=batch_size, chunk_size=chunk_size)
+    run = model.inference(
+        batch_size=batch_size, device=device, precision=precision, layer=layer, pooling=pooling
+    )
+    check_positive(chunk_size=chunk_size)
     uri = experiment if isinstance(experiment, str) else experiment.uri
     opened = isinstance(experiment, str)
     exp = soma.Experiment.open(uri) if opened else experiment
@@ -118,9 +120,7 @@ def embed_soma(
         model.check_genes(genes, min_gene_fraction=min_gene_fraction, min_genes=min_genes)
 
         rank, size = init()
-        dev = resolve_device(device)
-        precision = model.precision(precision, dev)
-        model.to(dev).eval()
+        model.to(run.device).eval()
         lo, hi = rank_slice(len(obs_ids), rank, size)
         mine = obs_ids[lo:hi]
         X = exp.ms[measurement].X[X_name]
@@ -130,10 +130,7 @@ def embed_soma(
             chunk = _read_chunk(X, ids, var_ids)
             sub = AnnData(X=chunk, var=genes.var)
             data = model_tokens(sub, model, min_gene_fraction=min_gene_fraction)
-            local[a : a + len(ids)] = model.pooled(
-                data, pooling=pooling, layer=layer, batch_size=batch_size, device=dev,
-                precision=precision,
-            )  # fmt: skip
+            local[a : a + len(ids)] = model.pooled(data, run)
     finally:
         if opened:
             exp.close()

@@ -113,10 +113,8 @@ def finetune_classifier(
     # standardisation is folded into its first layer afterwards, so the saved head is an
     # ordinary ClassifierHead.
     net.eval()
-    init = infer.pooled(
-        net, data, pooling=pooling, layer=layer, is_gene=is_gene, batch_size=batch_size,
-        device=device, precision="fp32",
-    )  # fmt: skip
+    run = infer.Inference(batch_size, device, "fp32", layer, pooling)
+    init = infer.pooled(net, data, run, is_gene=is_gene)
     mu = torch.as_tensor(init.mean(0), device=device)
     sd = torch.as_tensor(np.maximum(init.std(0), 1e-6), device=device)
     frozen = torch.as_tensor(init, device=device) if freeze else None
