@@ -108,3 +108,17 @@ def test_duplicates_rejected():
 def test_unknown_token_lookup(vocab):
     with pytest.raises(KeyError, match="not in the vocabulary"):
         vocab["CD4"]
+
+
+def test_merge_plan_of_vocabulary_ids():
+    """Ids merge by first appearance; -1 (not in the vocabulary) and None stay alone."""
+    from sctransformer.tokenizers import _merge
+
+    ids = np.array([5, -1, 7, 5, -1, 7, 9])
+    merge = _merge.plan(ids)
+    assert merge.column.tolist() == [0, 1, 2, 0, 3, 2, 4]
+    assert merge.first.tolist() == [0, 1, 2, 4, 6]
+    keyed = _merge.plan([5, None, 7, 5, None, 7, 9])
+    assert keyed.column.tolist() == merge.column.tolist()
+    assert _merge.plan(np.array([3, -1, -1, 4])) is None
+    assert _merge.plan(["A", "B", None, None]) is None

@@ -124,7 +124,7 @@ def tokenize_arrays(
         gene_ids = np.where(gene_ids >= 0, gene_ids, vocab.encode_genes(names))
     _validate.check_gene_overlap(names, gene_ids, vocab.genes, min_fraction=min_gene_fraction)
     # columns that become one token are summed first (Geneformer's rule, for every method)
-    merge = _merge.plan(words if sentence else [int(i) if i >= 0 else None for i in gene_ids])
+    merge = _merge.plan(words if sentence else gene_ids)
     if merge is not None:
         names = [names[j] for j in merge.first]
         words = [words[j] for j in merge.first] if sentence else names
@@ -279,7 +279,7 @@ def resolve_options(method: str, explicit: dict, model_params: dict) -> dict:
 
 def _gene_names(adata: AnnData, gene_key: str | None) -> list[str]:
     if gene_key is None:
-        return [str(g) for g in adata.var_names]
+        return adata.var_names.astype(str).tolist()
     _validate.check_key(adata.var, gene_key, where="adata.var")
     col = adata.var[gene_key]
     if col.isna().any():

@@ -49,10 +49,19 @@ class Merge:
 
 
 def plan(keys) -> Merge | None:
-    """The merge of columns sharing a key (``None`` keys stay alone); ``None`` when no two
-    columns share one, so the common case costs one pass over the keys.
+    """The merge of columns sharing a key (``None`` keys, or negative ones of an integer
+    array, stay alone); ``None`` when no two columns share one, found without a Python loop
+    over the columns (the common case).
     """
+    if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":  # ids, negative: alone
+        shared = keys[keys >= 0]
+        if np.unique(shared).size == shared.size:
+            return None
+        keys = [int(k) if k >= 0 else None for k in keys]
     keys = list(keys)
+    named = [k for k in keys if k is not None]
+    if len(set(named)) == len(named):
+        return None
     seen: dict = {}
     column = np.empty(len(keys), dtype=np.int64)
     first: list[int] = []

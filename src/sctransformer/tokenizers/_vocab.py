@@ -51,13 +51,15 @@ class GeneVocab:
         aliases: Mapping[str, str] | None = None,
     ) -> None:
         tokens = [str(t) for t in tokens]
-        index: dict[str, int] = {}
-        for i, t in enumerate(tokens):
-            if t in index:
-                raise ValueError(
-                    f"token {t!r} appears twice in the vocabulary (ids {index[t]}, {i})"
-                )
-            index[t] = i
+        index = dict(zip(tokens, range(len(tokens)), strict=True))
+        if len(index) < len(tokens):  # name the first repeat
+            seen: dict[str, int] = {}
+            for i, t in enumerate(tokens):
+                if t in seen:
+                    raise ValueError(
+                        f"token {t!r} appears twice in the vocabulary (ids {seen[t]}, {i})"
+                    )
+                seen[t] = i
         self._tokens = tokens
         self._index = index
         self.specials = tuple(s for s in specials if s in index)
@@ -69,7 +71,8 @@ class GeneVocab:
         nongene = set(self.specials) | {
             condition_token(k, v) for k, vals in self.conditions.items() for v in vals
         }
-        self._is_gene = np.array([t not in nongene for t in tokens], dtype=bool)
+        self._is_gene = np.ones(len(tokens), dtype=bool)
+        self._is_gene[[index[t] for t in nongene if t in index]] = False
         self.gene_medians = {str(k): float(v) for k, v in (gene_medians or {}).items()}
         self.aliases = {str(k): str(v) for k, v in (aliases or {}).items() if str(v) in index}
 
@@ -225,16 +228,18 @@ class GeneVocab:
         A name matches a gene token directly, through an alias (symbol ↔ Ensembl ID), or with an
         Ensembl version suffix dropped (``ENSG00000141510.17`` → ``ENSG00000141510``).
         """
-        out = []
-        for name in names:
-            name = str(name)
-            tok = name if name in self._index else self.aliases.get(name)
+        names = [n if isinstance(n, str) else str(n) for n in names]
+        ids = np.fromiter(map(self._index.get, names, [-1] * len(names)), np.int64, len(names))
+        for j in np.flatnonzero(ids < 0):  # the rest: an alias, or an Ensembl version dropped
+            name = names[j]
+            tok = self.aliases.get(name)
             if tok is None:
                 m = _ENSEMBL_VERSION.match(name)
-                tok = m.group(1) if m and m.group(1) in self._index else None
-            i = self._index.get(tok, -1) if tok is not None else -1
-            out.append(i if i >= 0 and self._is_gene[i] else -1)
-        return np.asarray(out, dtype=np.int64)
+                tok = m.group(1) if m else None
+            ids[j] = self._index.get(tok, -1) if tok is not None else -1
+        known = ids >= 0
+        known[known] = self._is_gene[ids[known]]
+        return np.where(known, ids, -1)
 
     def medians_for(self, ids: np.ndarray) -> np.ndarray:
         """Gene medians for ids (NaN where the vocabulary has none or the id is -1)."""
@@ -290,6 +295,8 @@ class GeneVocab:
 
 
 def _duplicates(names: Sequence[str]) -> list[str]:
+    if len(set(names)) == len(names):
+        return []
     seen: set[str] = set()
     dup: list[str] = []
     for n in names:
