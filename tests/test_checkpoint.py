@@ -79,7 +79,7 @@ def test_tampered_weights_are_refused(model, tmp_path):
 
 
 def test_missing_files_are_named(model, tmp_path):
-    from sctransformer.models._io import load_checkpoint
+    from sctransformer.models._model import load_checkpoint
 
     path = sct.models.save(model, tmp_path / "ckpt")
     (path / "vocab.json").unlink()

@@ -1,6 +1,7 @@
-"""The front doors' MuData paths: :func:`sctransformer.pp.tokenize`,
-:func:`sctransformer.tl.embed_cells` and :func:`sctransformer.tl.pretrain` over a MuData's
-shared cells, one sequence per cell over its modalities (see ``_mudata_tokens``).
+"""MuData below the front doors: :func:`sctransformer.pp.tokenize` of a MuData and what
+:func:`sctransformer.tl.pretrain` needs of one (its shared cells, one sequence per cell over
+its modalities; see ``_mudata_tokens``). The MuData path of ``embed_cells`` is
+``tl/_embed_mudata.py``.
 
 Nothing is written before every check has passed.
 """
@@ -14,7 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from . import _validate
-from ._mudata_tokens import model_tokens, tokenize_mudata, write_mudata_tokens
+from ._mudata_tokens import tokenize_mudata, write_mudata_tokens
 from ._token_store import layout
 
 
@@ -27,7 +28,8 @@ def is_mudata(obj) -> bool:
     return isinstance(obj, MuData)
 
 
-def _copy(mdata):
+def copy_mudata(mdata):
+    """A copy of ``mdata`` (mudata's own copy loses integer ``obsm`` arrays)."""
     import warnings
 
     with warnings.catch_warnings():
@@ -56,85 +58,29 @@ def tokenize(mdata, *, key_added: str = "sct", copy: bool = False, **kw):
     tok, cells = tokenize_mudata(mdata, **kw)
     for message in tok.warnings:
         _validate.warn(message)
-    mdata = _copy(mdata) if copy else mdata
+    mdata = copy_mudata(mdata) if copy else mdata
     written = write_mudata_tokens(mdata, tok, cells, key_added)
     logg.info("    finished", time=start, deep=f"added {written}")
     return mdata if copy else None
 
 
-def embed_cells(
-    mdata,
-    model,
-    *,
-    pooling=None,
-    layer=None,
-    batch_size: int = 32,
-    precision: str = "auto",
-    device: str = "auto",
-    min_gene_fraction: float = 0.2,
-    seed: int = 0,
-    tokens_key: str = "sct",
-    key_added: str = "X_sct",
-    modalities=None,
-    copy: bool = False,
-):
-    """:func:`sctransformer.tl.embed_cells` for a MuData: ``mdata.obsm[key_added]``."""
-    from . import logging as logg
-    from .models import resolve
-    from .tl._embed import store_embedding
-
-    model = resolve(model)
-    model.check()
-    run = model.inference(
-        batch_size=batch_size, device=device, precision=precision, layer=layer, pooling=pooling
-    )
-    arrays, cells, reused, warnings = model_tokens(
-        mdata, model, key=tokens_key, modalities=modalities, min_gene_fraction=min_gene_fraction
-    )
-    if model.max_length and arrays.tokens.shape[1] > model.max_length:
-        raise ValueError(
-            f"cells have up to {arrays.tokens.shape[1]} tokens but the model reads at most "
-            f"{model.max_length}; tokenize with smaller per-modality max_length"
-        )
-    for message in warnings:
-        _validate.warn(message)
-    model.to(run.device).eval()
-    start = logg.info(f"embedding {len(cells)} cells of a MuData")
-    bar = logg.progress(total=len(cells), desc="embed", unit="cells")
-    vec = model.pooled(arrays, run, progress=bar)
-    bar.close()
-    emb = np.full((mdata.n_obs, vec.shape[1]), np.nan, dtype=np.float32)
-    emb[cells] = vec
-    mdata = _copy(mdata) if copy else mdata
-    params = model.record(
-        seed=seed,
-        **run.params(),
-        tokens_reused=reused,
-        min_gene_fraction=min_gene_fraction,
-        modalities=list(model.tokenize_params.get("modality_order", [])),
-        n_cells_embedded=len(cells),
-    )
-    store_embedding(mdata, emb, key_added=key_added, params=params, start=start)
-    return mdata if copy else None
-
-
-def pretrain(mdata, *, tokens_key: str = "sct", key_added: str = "sct_pretrain", **kw):
-    """:func:`sctransformer.tl.pretrain` on a MuData's shared cells (tokenized here if needed)."""
-    from .tl._pretrain import pretrain as pretrain_adata
-
-    if kw.get("batch_key") is not None:
+def pretrain_input(mdata, *, tokens_key: str = "sct", model=None, method: str = "rank",
+                   batch_key: str | None = None) -> AnnData:  # fmt: skip
+    """What :func:`sctransformer.tl.pretrain` trains on for a MuData: an AnnData of its shared
+    cells' tokens (the MuData is tokenized here first if needed).
+    """
+    if batch_key is not None:
         raise ValueError("batch_key is not supported for a MuData yet; drop batch_key")
-    existing = kw.get("model")
     k = layout(tokens_key)
     if k["tokens"] not in mdata.obsm:
         from .models import resolve
         from .nn.config import TransformerConfig
 
         vocab = None
-        if existing is not None and not isinstance(existing, TransformerConfig):
-            vocab = resolve(existing)
+        if model is not None and not isinstance(model, TransformerConfig):
+            vocab = resolve(model)
         tok, cells = tokenize_mudata(
-            mdata, vocab=vocab, method=None if vocab is not None else kw.get("method", "rank")
+            mdata, vocab=vocab, method=None if vocab is not None else method
         )
         for message in tok.warnings:
             _validate.warn(message)
@@ -154,11 +100,13 @@ def pretrain(mdata, *, tokens_key: str = "sct", key_added: str = "sct_pretrain",
     stand_in.obsm[k["values"]] = np.asarray(mdata.obsm[k["values"]])[cells]
     stand_in.obs[k["n_tokens"]] = lengths[cells]
     stand_in.uns[tokens_key] = mdata.uns[tokens_key]
-    kw.pop("method", None)
-    model = pretrain_adata(stand_in, tokens_key=tokens_key, key_added=key_added, **kw)
+    return stand_in
+
+
+def record_pretrain(mdata, model, stand_in: AnnData, *, tokens_key: str, key_added: str) -> None:
+    """Name the MuData as the model's training data and copy the run's ``uns`` entry to it."""
     mods = mdata.uns[tokens_key]["params"]["modality_order"]
     model.metadata["training_data"] = (
-        f"{len(cells)} cells of a MuData ({', '.join(f'{m}: {mdata.mod[m].n_vars} features' for m in mods)})"
+        f"{stand_in.n_obs} cells of a MuData ({', '.join(f'{m}: {mdata.mod[m].n_vars} features' for m in mods)})"
     )
     mdata.uns[key_added] = stand_in.uns[key_added]
-    return model

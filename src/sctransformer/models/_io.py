@@ -54,17 +54,18 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
     """
     from safetensors.torch import save_file
 
-    from ._model import Model
-
     if not isinstance(getattr(model, "vocab", None), GeneVocab):
         raise ValueError("the model has no vocabulary (model.vocab); set a GeneVocab before saving")
-    model = Model.wrap(model)
+    # a Model, or a bare module carrying .vocab (and maybe .tokenize_params, .metadata)
+    module = getattr(model, "module", model)
+    card = getattr(model, "metadata", None) or {}
+    tokenize_params = getattr(model, "tokenize_params", None) or {}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         # tied weights (MLM decoder = token embedding) are stored once; load re-ties them
-        state = {k: v.detach().contiguous().cpu() for k, v in model.module.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         seen: dict[int, str] = {}
         for k in list(state):
             ptr = state[k].data_ptr()
@@ -73,13 +74,13 @@ def save(model, path: str | os.PathLike, *, metadata: dict | None = None) -> Pat
             else:
                 seen[ptr] = k
         save_file(state, str(tmp / "model.safetensors"))
-        model.module.config.to_json(tmp / "config.json")
+        module.config.to_json(tmp / "config.json")
         model.vocab.save(tmp / "vocab.json")
         meta = {
-            **model.metadata,
+            **card,
             **(metadata or {}),
             "package_version": __version__,
-            "tokenize_params": dict(model.tokenize_params),
+            "tokenize_params": dict(tokenize_params),
             "weights_sha256": sha256_file(tmp / "model.safetensors"),
         }
         (tmp / "metadata.json").write_text(
@@ -106,15 +107,15 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} in the model metadata cannot be written as JSON")
 
 
-def load_checkpoint(path: str | os.PathLike, *, verify: bool = True):
-    """Load a checkpoint folder written by :func:`save` as a :class:`~._model.Model`.
+def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> tuple:
+    """The parts of a checkpoint folder written by :func:`save`: ``(module, vocab,
+    tokenize_params, metadata)`` (:func:`~._model.load_checkpoint` makes the model of them).
 
     A checkpoint whose metadata names no model is named after its folder.
     """
     from safetensors.torch import load_file
 
     from ..nn.model import CellTransformer
-    from ._model import Model
 
     path = Path(path)
     missing = [f for f in FILES if not (path / f).exists()]
@@ -144,12 +145,7 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True):
     model.eval()
     tokenize_params = dict(meta.pop("tokenize_params", {}))
     meta.setdefault("name", path.resolve().name)
-    return Model(
-        model,
-        vocab=GeneVocab.load(path / "vocab.json"),
-        tokenize_params=tokenize_params,
-        metadata=meta,
-    )
+    return model, GeneVocab.load(path / "vocab.json"), tokenize_params, meta
 
 
 def _is_tied(model, key: str) -> bool:

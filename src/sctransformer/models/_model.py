@@ -357,3 +357,13 @@ def record_params(model: Model | None, *, device, seed: int | None = None, **par
     for k, v in params.items():
         out[k] = "" if v is None else v
     return out
+
+
+def load_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> Model:
+    """Load a checkpoint folder written by :func:`sctransformer.models.save` as a
+    :class:`Model` (its files are read by :func:`~._io.read_checkpoint`).
+    """
+    from ._io import read_checkpoint
+
+    module, vocab, tokenize_params, metadata = read_checkpoint(path, verify=verify)
+    return Model(module, vocab=vocab, tokenize_params=tokenize_params, metadata=metadata)

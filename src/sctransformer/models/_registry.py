@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import _io
 from ._entry import ModelEntry
-from ._model import Model
+from ._model import Model, load_checkpoint
 from ._published import REGISTRY
 
 
@@ -131,12 +131,12 @@ def load(
     if key in REGISTRY:
         entry = REGISTRY[key]
         if entry.bundled:
-            return _io.load_checkpoint(entry.location())
+            return load_checkpoint(entry.location())
         return _load_published(entry)
     path = Path(name_or_path)
     if path.exists():
         if _io.is_checkpoint(path):
-            return _io.load_checkpoint(path)
+            return load_checkpoint(path)
         if scgpt.is_scgpt_folder(path):
             return _named(scgpt.load_scgpt_folder(path), path)
         if geneformer.is_geneformer_folder(path):
@@ -188,7 +188,7 @@ def _load_published(entry: ModelEntry):
         if meta.get("source_files") == hashes and meta.get("converter_version") == (
             _converter_version(entry.kind)
         ):
-            return _io.load_checkpoint(converted)
+            return load_checkpoint(converted)
         logg.info(f"{converted} was converted from other files or code; converting again")
     paths, missing = {}, []
     for role, f in entry.files.items():
@@ -216,7 +216,7 @@ def _load_published(entry: ModelEntry):
         },
     )
     logg.info("    finished", time=start, deep=f"saved {converted}")
-    return _io.load_checkpoint(converted)
+    return load_checkpoint(converted)
 
 
 def _convert(entry: ModelEntry, paths: dict[str, Path]):

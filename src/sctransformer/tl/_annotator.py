@@ -278,7 +278,7 @@ class CellAnnotator:
     @classmethod
     def load(cls, path: str | os.PathLike) -> CellAnnotator:
         """Read a folder written by :meth:`save`."""
-        from ..models._io import load_checkpoint
+        from ..models._model import load_checkpoint
 
         path = Path(path)
         model = load_checkpoint(path)

@@ -10,14 +10,14 @@ from anndata import AnnData
 from .. import _validate
 from .. import logging as logg
 from .._backed import check_writable
-from .._mudata import embed_cells as embed_mudata
 from .._mudata import is_mudata
 from .._tokens import model_token_chunks, stored_for
 from ..models import resolve
 from ..train import infer
-from ._common import check_positive, copy_of
+from ._common import check_positive, copy_of, store_embedding
 from ._distributed import gather_rows, local_device, rank_slice, sum_to_rank0, world_size
 from ._distributed import init as ranks
+from ._embed_mudata import embed_mudata
 
 
 def embed_cells(
@@ -144,16 +144,6 @@ def embed_cells(
     )
     store_embedding(adata, emb, key_added=key_added, params=params, start=start)
     return adata if copy else None
-
-
-def store_embedding(adata, emb: np.ndarray, *, key_added: str, params: dict, start) -> None:
-    """Write a cell embedding to ``obsm[key_added]`` and its parameters to
-    ``uns["<key_added without X_>_embed"]["params"]``, and log what was added.
-    """
-    adata.obsm[key_added] = emb
-    uns_key = f"{key_added.removeprefix('X_')}_embed"
-    adata.uns[uns_key] = {"params": params}
-    logg.info("    finished", time=start, deep=f"added obsm[{key_added!r}], uns[{uns_key!r}]")
 
 
 def _check(adata, model, chunk_size, gene_key, min_gene_fraction, min_genes) -> None:

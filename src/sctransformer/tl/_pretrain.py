@@ -132,14 +132,19 @@ def pretrain(
     from .._mudata import is_mudata
 
     if is_mudata(adata):  # one sequence per cell over the modalities (see _mudata.py)
-        kw = {k: v for k, v in locals().items() if k not in ("adata", "is_mudata")}
-        from .._mudata import pretrain as pretrain_mudata
+        kw = {k: v for k, v in locals().items() if k not in ("adata", "is_mudata", "method")}
+        from .._mudata import pretrain_input, record_pretrain
 
-        return pretrain_mudata(adata, **kw)
+        stand_in = pretrain_input(adata, tokens_key=tokens_key, model=model, method=method,
+                                  batch_key=batch_key)  # fmt: skip
+        trained = pretrain(stand_in, **kw)
+        record_pretrain(adata, trained, stand_in, tokens_key=tokens_key, key_added=key_added)
+        return trained
 
     from ..models import resolve
     from ..train.distributed import init_distributed_from_env, require_process_group
-    from ..train.loop import TrainConfig, config_dict, train
+    from ..train.loop import train
+    from ..train.options import TrainConfig, config_dict
 
     _validate.check_nonempty(adata)
     require_process_group(distributed)

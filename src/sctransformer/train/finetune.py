@@ -21,8 +21,8 @@ from .. import logging as logg
 from ..nn.model import CellTransformer, pool
 from . import infer
 from .data import TokenArrays, collate, length_grouped_batches, model_inputs
-from .loop import TrainConfig
 from .optim import optimizer, seed_step
+from .options import TrainConfig
 
 
 def with_classifier(module: CellTransformer, n_classes: int, seed: int) -> CellTransformer:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .loop import TrainConfig
+    from .options import TrainConfig
 
 
 def schedule(step: int, total: int, warmup: int, kind: str = "cosine") -> float:
