@@ -124,6 +124,17 @@ class CellAnnotator:
 
         Cells stream through in chunks of ``chunk_size`` (backed AnnData included).
         """
+        proba, _ = self._proba_and_run(
+            adata, batch_size=batch_size, precision=precision, device=device, gene_key=gene_key,
+            min_gene_fraction=min_gene_fraction, min_genes=min_genes, chunk_size=chunk_size,
+        )  # fmt: skip
+        return proba
+
+    def _proba_and_run(
+        self, adata, *, batch_size, precision, device, gene_key, min_gene_fraction, min_genes,
+        chunk_size,
+    ):  # fmt: skip
+        """:meth:`predict_proba` and the :meth:`inference` it ran with."""
         check_positive(chunk_size=chunk_size)
         annot = self.prepared(
             adata, gene_key=gene_key, min_gene_fraction=min_gene_fraction, min_genes=min_genes
@@ -142,7 +153,8 @@ class CellAnnotator:
         for a, b, data in chunks:
             proba[a:b] = annot.proba_arrays(data, run, progress=bar)
         bar.close()
-        return pd.DataFrame(proba, index=adata.obs_names.copy(), columns=list(self.classes))
+        frame = pd.DataFrame(proba, index=adata.obs_names.copy(), columns=list(self.classes))
+        return frame, run
 
     def prepared(
         self,
@@ -187,7 +199,7 @@ class CellAnnotator:
         :func:`~sctransformer.tl.annotate`.
         """
         check_threshold(unknown_threshold)
-        proba = self.predict_proba(
+        proba, run = self._proba_and_run(
             adata,
             batch_size=batch_size,
             precision=precision,
@@ -195,8 +207,8 @@ class CellAnnotator:
             gene_key=gene_key,
             min_gene_fraction=min_gene_fraction,
             min_genes=min_genes,
-        )
-        run = self.inference(batch_size=batch_size, device=device, precision=precision)
+            chunk_size=2048,
+        )  # fmt: skip  (chunk_size: predict_proba's default)
         adata = copy_of(adata) if copy else adata
         self.write(adata, proba, run, unknown_threshold=unknown_threshold, key_added=key_added,
                    seed=seed)  # fmt: skip

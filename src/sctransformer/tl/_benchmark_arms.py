@@ -153,7 +153,7 @@ def _run_transformer(inp: Inputs, tr_idx, te_idx, arms, kw, run, *, batch_key, s
     """Yield ``(name, test probabilities, classes, seconds, parameters)`` per transformer arm
     (``kw``: the arms' settings; ``run`` holds their pooling and layer).
     """
-    kw.pop("pooling"), kw.pop("layer")
+    del kw["pooling"], kw["layer"]  # run holds them
     frozen = inp.frozen
     classes = sorted(set(inp.y[tr_idx]))
     code = {c: i for i, c in enumerate(classes)}

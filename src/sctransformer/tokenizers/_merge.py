@@ -58,10 +58,11 @@ def plan(keys) -> Merge | None:
         if np.unique(shared).size == shared.size:
             return None
         keys = [int(k) if k >= 0 else None for k in keys]
-    keys = list(keys)
-    named = [k for k in keys if k is not None]
-    if len(set(named)) == len(named):
-        return None
+    else:
+        keys = list(keys)
+        named = [k for k in keys if k is not None]
+        if len(set(named)) == len(named):
+            return None
     seen: dict = {}
     column = np.empty(len(keys), dtype=np.int64)
     first: list[int] = []

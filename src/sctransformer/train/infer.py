@@ -32,9 +32,15 @@ class Inference:
 
     def params(self) -> dict:
         """The settings as ``uns[...]["params"]`` records them."""
-        out = {"device": str(self.device), "precision": self.precision}
-        out.update(batch_size=self.batch_size, layer=self.layer)
-        return out if self.pooling is None else {**out, "pooling": self.pooling}
+        out = {
+            "device": str(self.device),
+            "precision": self.precision,
+            "batch_size": self.batch_size,
+            "layer": self.layer,
+        }
+        if self.pooling is not None:
+            out["pooling"] = self.pooling
+        return out
 
 
 def batches(
