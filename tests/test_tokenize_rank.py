@@ -434,3 +434,76 @@ def test_data_medians_exact_when_the_hit_buffer_fills(monkeypatch, n_jobs):
     got = _medians.gene_medians(lambda: iter(chunks), usable, target_sum=1e4, n_jobs=n_jobs)
     want = _plain_medians(x, usable)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 70])
+def test_data_medians_with_given_totals_match_a_plain_reference(chunk_size):
+    # the row scan of the medians' pass is reused for encoding: tokens must still equal a plain
+    # per-cell reference, here with the cells' own totals given (n_counts from before a gene
+    # filter), a gene never expressed, a gene the vocabulary lacks and chunked reading
+    rng = np.random.default_rng(12)
+    n, g = 240, 50
+    x = rng.poisson(rng.lognormal(0.0, 1.0, size=(n, g))).astype(np.float32)
+    x[:, 3] = 0  # never expressed: no median, never ranked
+    x[::4, 9] = 7  # ties at the middle
+    totals = x.astype(np.float64).sum(axis=1) * rng.uniform(1.0, 1.4, n)
+    names = [f"g{j}" for j in range(g)]
+    adata = AnnData(sp.csr_matrix(x), var=pd.DataFrame(index=names))
+    adata.obs["n_counts"] = totals
+    vocab = GeneVocab.from_genes([m for j, m in enumerate(names) if j != 5])  # lacks g5
+    ids = vocab.encode_genes(names)
+    sct.pp.tokenize(
+        adata, method="rank", vocab=vocab, gene_medians="data", total_key="n_counts",
+        chunk_size=chunk_size, max_length=30,
+    )  # fmt: skip
+    xs = x.astype(np.float64)
+    med = _plain_medians(xs, ids >= 0, totals)
+    assert np.isnan(med[3]) and np.isnan(med[5])
+    width = 1 + min(29, int(((xs > 0) & np.isfinite(med)).sum(axis=1).max()))
+    want_t = np.full((n, width), vocab.pad_id, dtype=np.int64)
+    want_v = np.full((n, width), -2.0, dtype=np.float32)
+    for i in range(n):
+        genes = [j for j in range(g) if xs[i, j] > 0 and np.isfinite(med[j])]
+        scores = np.array([xs[i, j] / totals[i] * 1e4 / med[j] for j in genes])
+        order = np.argsort(-scores, kind="stable")[:29]
+        want_t[i, 0] = vocab.cls_id
+        want_t[i, 1 : 1 + len(order)] = ids[np.array(genes)[order]]
+        want_v[i, 1 : 1 + len(order)] = scores[order].astype(np.float32)
+    np.testing.assert_array_equal(adata.obsm["sct_tokens"], want_t)
+    np.testing.assert_array_equal(adata.obsm["sct_values"], want_v)
+
+
+def test_row_scan_reused_only_for_the_columns_it_counted():
+    from sctransformer.tokenizers._encode import Encoding, _blocks, encode_chunk, scan_chunk
+
+    rng = np.random.default_rng(13)
+    dense_x = rng.poisson(0.8, size=(50, 12)).astype(np.float32)
+    dense_x[:, 4] = 0  # an all-zero column
+    x = sp.csr_matrix(dense_x)
+    ids = np.arange(12)
+    med = rng.uniform(0.5, 3.0, 12)
+    enc = Encoding("rank", max_length=64)
+    plain = encode_chunk(x, enc, gene_ids=ids, medians=med)
+    counted = np.zeros((1, 12), dtype=np.int64)
+    all_cols = np.ones(12, dtype=bool)
+    scan = scan_chunk(x, all_cols, None, [(0, 50)], 1, block_counts=counted)
+    np.testing.assert_array_equal(counted[0], (dense_x > 0).sum(axis=0))
+    # a median left out where the column holds no value: the scan still fits
+    no_med = med.copy()
+    no_med[4] = np.nan
+    assert scan.fits(all_cols & (np.arange(12) != 4))
+    reused = encode_chunk(x, enc, gene_ids=ids, medians=no_med, scan=scan)
+    np.testing.assert_array_equal(reused.tokens, plain.tokens)
+    np.testing.assert_array_equal(reused.values, plain.values)
+    # a column with values left out: the per-cell counts differ, so the chunk is scanned again
+    fewer = med.copy()
+    fewer[0] = np.nan
+    assert not scan.fits(all_cols & (np.arange(12) != 0))
+    again = encode_chunk(x, enc, gene_ids=ids, medians=fewer, scan=scan)
+    fresh = encode_chunk(x, enc, gene_ids=ids, medians=fewer)
+    np.testing.assert_array_equal(again.tokens, fresh.tokens)
+    np.testing.assert_array_equal(again.lengths, fresh.lengths)
+    assert (dense_x[:, 0] > 0).any() and not (again.tokens == 0).any()  # gene 0 not ranked
+    # a scan of other columns without column counts fits only the same columns
+    bare = scan_chunk(x, all_cols, None, _blocks(x.indptr.astype(np.int64), None), 1)
+    assert bare.fits(all_cols) and not bare.fits(np.arange(12) != 4)

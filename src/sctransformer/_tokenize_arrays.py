@@ -148,6 +148,7 @@ def tokenize_arrays(
     eos_id = vocab.eos_id if enc.add_eos and not sentence else -1
 
     medians, median_source = (None, "none")
+    scans: list = []  # the data's medians scan each chunk; encoding reuses those scans
     if method == "rank":
         medians, median_source = rank_medians(
             gene_medians,
@@ -158,6 +159,7 @@ def tokenize_arrays(
             target_sum=enc.target_sum,
             n_jobs=settings.effective_n_jobs(),
             totals=totals,
+            scans=scans,
         )
     from . import logging as logg
 
@@ -174,7 +176,7 @@ def tokenize_arrays(
     n_jobs = settings.effective_n_jobs()
     bar = logg.progress(total=adata.n_obs, desc="tokenize", unit="cells")
     out_dtype = np.int64 if sentence else np.int32
-    for a, b, csr in chunks():
+    for i, (a, b, csr) in enumerate(chunks()):
         stack.add(
             encode_chunk(
                 csr,
@@ -189,6 +191,7 @@ def tokenize_arrays(
                 pad_id=pad_id,
                 dtype=out_dtype,
                 n_jobs=n_jobs,
+                scan=scans[i] if scans else None,
             )
         )
         bar.update(b - a)

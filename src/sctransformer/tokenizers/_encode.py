@@ -118,6 +118,75 @@ def _map(fn, items, n_jobs: int) -> list:
         return list(pool.map(fn, items))
 
 
+@dataclass
+class RowScan:
+    """One pass over a CSR chunk's stored values: each cell's total (the caller's where given,
+    else the float64 sum of its stored values) and number of usable genes, the value checks,
+    and which columns hold a usable nonzero value (when counted).
+    """
+
+    totals: np.ndarray
+    n_usable: np.ndarray
+    col_ok: np.ndarray
+    expressed: np.ndarray | None
+    all_integer: bool
+    max_value: float
+
+    def fits(self, col_ok: np.ndarray) -> bool:
+        """Whether ``n_usable`` also holds for these usable columns: the scanned ones less
+        columns without a nonzero value (genes the data's medians leave out).
+        """
+        if (col_ok & ~self.col_ok).any() or self.expressed is None:
+            return bool(np.array_equal(col_ok, self.col_ok))
+        return not self.expressed[self.col_ok & ~col_ok].any()
+
+
+def scan_chunk(
+    csr: sp.csr_matrix,
+    col_ok: np.ndarray,
+    totals: np.ndarray | None,
+    blocks: list[tuple[int, int]],
+    n_jobs: int,
+    *,
+    include_zeros: bool = False,
+    block_counts: np.ndarray | None = None,
+) -> RowScan:
+    """Scan ``csr`` over row ``blocks`` on ``n_jobs`` threads; raises on NaN, infinite or
+    negative values. ``block_counts`` (blocks × columns, zeros) receives each block's per
+    column counts, which the medians' scatter uses as write offsets.
+    """
+    from .._validate import raise_bad_values
+    from . import _kernels
+
+    n = csr.shape[0]
+    indptr = csr.indptr.astype(np.int64, copy=False)
+    tot = np.full(n, np.nan) if totals is None else np.asarray(totals, np.float64).copy()
+    n_usable = np.zeros(n, dtype=np.int64)
+    counted = block_counts is not None
+    if not counted:  # empty rows: the kernel counts nothing
+        block_counts = np.zeros((len(blocks), 0), dtype=np.int64)
+    n_ok = int(np.count_nonzero(col_ok))
+
+    def one(b):
+        r0, r1 = blocks[b]
+        return _kernels.scan_rows(
+            indptr, csr.indices, csr.data, col_ok, n_ok, include_zeros, r0, r1, tot, n_usable,
+            block_counts[b],
+        )  # fmt: skip
+
+    stats = _map(one, range(len(blocks)), n_jobs)
+    finite = all(s[0] for s in stats)
+    raise_bad_values(finite=finite, non_negative=finite and all(s[1] for s in stats))
+    return RowScan(
+        tot,
+        n_usable,
+        np.asarray(col_ok, dtype=bool),
+        block_counts.any(axis=0) if counted else None,
+        all_integer=all(s[2] for s in stats),
+        max_value=max((s[3] for s in stats), default=0.0),
+    )
+
+
 def encode_chunk(
     csr: sp.csr_matrix,
     enc: Encoding,
@@ -132,6 +201,7 @@ def encode_chunk(
     pad_id: int = -1,
     dtype=np.int64,
     n_jobs: int = 1,
+    scan: RowScan | None = None,
 ) -> TokenArrays:
     """Encode one chunk of cells.
 
@@ -155,8 +225,10 @@ def encode_chunk(
         Token padding and the tokens' dtype.
     n_jobs
         Threads over row blocks; results do not depend on it.
+    scan
+        This chunk's :func:`scan_chunk` with the same ``totals``, when a pass before (the
+        data's gene medians) made it; scanned here when ``None`` or made for other columns.
     """
-    from .._validate import raise_bad_values
     from . import _kernels  # numba loads on first use, not on package import
 
     n = csr.shape[0]
@@ -173,18 +245,10 @@ def encode_chunk(
     else:
         medians = np.ones(len(gene_ids))
     ok_cols = np.flatnonzero(col_ok).astype(np.int64)
-    tot = np.full(n, np.nan) if totals is None else np.asarray(totals, np.float64).copy()
-    n_usable = np.zeros(n, dtype=np.int64)
     blocks = _blocks(indptr, len(ok_cols) if enc.include_zeros else None)
-
-    def scan(block):
-        return _kernels.scan_rows(
-            indptr, indices, data, col_ok, len(ok_cols), enc.include_zeros, *block, tot, n_usable
-        )
-
-    stats = _map(scan, blocks, n_jobs)
-    finite = all(s[0] for s in stats)
-    raise_bad_values(finite=finite, non_negative=finite and all(s[1] for s in stats))
+    if scan is None or enc.include_zeros or not scan.fits(col_ok):
+        scan = scan_chunk(csr, col_ok, totals, blocks, n_jobs, include_zeros=enc.include_zeros)
+    tot, n_usable = scan.totals, scan.n_usable
 
     k = -1 if enc.gene_slots is None else enc.gene_slots
     kept = n_usable if k < 0 else np.minimum(n_usable, k)
@@ -223,8 +287,8 @@ def encode_chunk(
         n_tokens,
         pad_id=pad_id,
         pad_value=float(enc.pad_value),
-        all_integer=all(s[2] for s in stats),
-        max_value=max((s[3] for s in stats), default=0.0),
+        all_integer=scan.all_integer,
+        max_value=scan.max_value,
     )
 
 

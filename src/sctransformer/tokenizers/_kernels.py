@@ -65,15 +65,18 @@ def uniform(seed_mix, row, key):
 
 
 @_kernel()
-def scan_rows(indptr, indices, data, col_ok, n_ok, include_zeros, r0, r1, totals, n_usable):
+def scan_rows(indptr, indices, data, col_ok, n_ok, include_zeros, r0, r1, totals, n_usable,
+              counts):  # fmt: skip
     """Rows ``r0:r1``: float64 totals over all stored values (where ``totals`` is NaN) and the
-    usable genes per row. Returns (all finite, all non-negative, all integer, max value) of
-    the stored values.
+    usable genes per row, and (when ``counts`` is not empty) each usable column's nonzero
+    values added to ``counts``. Returns (all finite, all non-negative, all integer, max value)
+    of the stored values.
     """
     finite = True
     non_negative = True
     integer = True
     vmax = 0.0
+    per_column = counts.shape[0] > 0
     for i in range(r0, r1):
         t = 0.0
         cnt = 0
@@ -90,6 +93,8 @@ def scan_rows(indptr, indices, data, col_ok, n_ok, include_zeros, r0, r1, totals
                 vmax = d
             if d != 0 and col_ok[indices[j]]:
                 cnt += 1
+                if per_column:
+                    counts[indices[j]] += 1
         if totals[i] != totals[i]:  # NaN: not given by the caller
             totals[i] = t
         n_usable[i] = 0 if totals[i] == 0 else (n_ok if include_zeros else cnt)

@@ -2,45 +2,20 @@
 medians).
 
 The k-th smallest float64 value has, as float32 image, the k-th smallest image (rounding is
-monotone), so selection runs on 4-byte images: one pass counts each gene's values (and the cell
-totals), one scatters their images into per-gene segments, a radix selection finds the middle
-images, and a last pass collects the float64 values whose image is a selected one and picks the
-exact one among them.
+monotone), so selection runs on 4-byte images: the row scan shared with encoding
+(``_kernels.scan_rows``) counts each gene's values and the cell totals, one pass scatters
+their images into per-gene segments, a radix selection finds the middle images, and a last
+pass collects the float64 values whose image is a selected one and picks the exact one among
+them.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from ._kernels import _kernel
 
 _RADIX_BUCKETS = 2048
-
-
-@_kernel()
-def count_rows(indptr, indices, data, col_ok, r0, r1, counts, totals):
-    """Rows ``r0:r1``: add each usable column's nonzero values to ``counts``, and write each
-    row's float64 sum over all stored values into ``totals`` where it is NaN. Returns (all
-    finite, all non-negative).
-    """
-    finite = True
-    non_negative = True
-    for i in range(r0, r1):
-        t = 0.0
-        for j in range(indptr[i], indptr[i + 1]):
-            d = data[j]
-            t += np.float64(d)
-            if not math.isfinite(d):
-                finite = False
-            elif d < 0:
-                non_negative = False
-            elif d > 0 and col_ok[indices[j]]:
-                counts[indices[j]] += 1
-        if totals[i] != totals[i]:
-            totals[i] = t
-    return finite, non_negative
 
 
 @_kernel()

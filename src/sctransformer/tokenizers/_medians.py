@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import scipy.sparse as sp
 
-from ._encode import _map, ranges
+from ._encode import RowScan, _map, ranges, scan_chunk
 
 # hits a row block collects before placing them (16 bytes each)
 _HIT_BUFFER = 1 << 20
@@ -25,6 +25,7 @@ def gene_medians(
     target_sum: float,
     n_jobs: int = 1,
     totals: np.ndarray | None = None,
+    scans: list[RowScan] | None = None,
 ) -> np.ndarray:
     """Median of each usable gene's nonzero values after scaling every cell to ``target_sum``
     (NaN for genes never expressed or not usable); exactly ``np.median`` of the float64
@@ -35,8 +36,10 @@ def gene_medians(
     a single chunk is read three times (count, scatter, collect), several chunks four. The
     selection runs on the values' float32 images (4 bytes each, the only copy of the data);
     the float64 values around each middle are collected afterwards and decide exactly.
+
+    ``scans``, when given, receives each chunk's first :class:`RowScan` (its totals, usable
+    genes per cell and value checks), so encoding the chunks afterwards need not scan them.
     """
-    from .._validate import raise_bad_values
     from . import _median_kernels as _kernels
 
     col_ok = np.asarray(usable, dtype=bool)
@@ -44,30 +47,21 @@ def gene_medians(
     row_totals: list[np.ndarray] = []
 
     def count(csr, tot):
-        """Per-thread column counts over row blocks, the rows' totals, the value checks."""
+        """Per-thread column counts over row blocks, with the rows' totals and value checks."""
         blocks = _row_blocks(csr.shape[0], n_jobs)
         per_block = np.zeros((len(blocks), n_vars), dtype=np.int64)
-
-        def one(b):
-            r0, r1 = blocks[b]
-            return _kernels.count_rows(
-                csr.indptr, csr.indices, csr.data, col_ok, r0, r1, per_block[b], tot
-            )
-
-        flags = _map(one, range(len(blocks)), n_jobs)
-        finite = all(f[0] for f in flags)
-        raise_bad_values(finite=finite, non_negative=finite and all(f[1] for f in flags))
-        return blocks, per_block
+        scan = scan_chunk(csr, col_ok, tot, blocks, n_jobs, block_counts=per_block)
+        return blocks, per_block, scan
 
     first = None
     counts = np.zeros(n_vars, dtype=np.int64)
     row = 0
     for csr in chunks():
-        tot = np.full(csr.shape[0], np.nan)
-        if totals is not None:
-            tot[:] = totals[row : row + csr.shape[0]]
-        blocks, per_block = count(csr, tot)
-        row_totals.append(tot)
+        tot = None if totals is None else totals[row : row + csr.shape[0]]
+        blocks, per_block, scan = count(csr, tot)
+        if scans is not None:
+            scans.append(scan)
+        row_totals.append(scan.totals)
         counts += per_block.sum(axis=0)
         first = (blocks, per_block) if row == 0 else None
         row += csr.shape[0]
@@ -78,7 +72,7 @@ def gene_medians(
     cursor = starts[:-1].copy()
     for csr, tot in zip(chunks(), row_totals, strict=True):
         # one chunk: its counts are known; several: counted again (not kept per chunk)
-        blocks, per_block = count(csr, tot.copy()) if several else first
+        blocks, per_block, _ = count(csr, tot) if several else (*first, None)
         offsets = cursor + np.cumsum(per_block, axis=0) - per_block
 
         def fill(b, csr=csr, offsets=offsets, blocks=blocks, tot=tot):
@@ -142,13 +136,22 @@ gene_medians_of = gene_medians
 
 
 def rank_medians(
-    gene_medians, vocab, names, gene_ids, chunks, *, target_sum: float, n_jobs: int, totals=None
+    gene_medians,
+    vocab,
+    names,
+    gene_ids,
+    chunks,
+    *,
+    target_sum: float,
+    n_jobs: int,
+    totals=None,
+    scans: list[RowScan] | None = None,
 ):
     """Per var column median for ``rank`` (NaN = unusable gene) and where it came from.
 
     ``gene_medians``: a mapping, ``"vocab"``, ``"data"``, ``"none"`` or ``None`` (the
     vocabulary's when it has them, else the data's); ``chunks`` yields the data's CSR chunks
-    (called only for ``"data"``).
+    (called only for ``"data"``), whose row scans go to ``scans`` (see :func:`gene_medians`).
     """
     if isinstance(gene_medians, str):
         if gene_medians not in ("vocab", "data", "none"):
@@ -186,7 +189,7 @@ def rank_medians(
             )
         return vocab.medians_for(gene_ids), "vocab"
     medians = gene_medians_of(
-        chunks, gene_ids >= 0, target_sum=target_sum, n_jobs=n_jobs, totals=totals
+        chunks, gene_ids >= 0, target_sum=target_sum, n_jobs=n_jobs, totals=totals, scans=scans
     )
     return medians, "data"
 
