@@ -33,9 +33,9 @@ def gene_medians(
 
     ``totals`` are the cells' denominators in the order ``chunks`` yields them (default: each
     cell's float64 sum over all stored values). ``chunks`` yields the matrix as CSR row chunks;
-    a single chunk is read three times (count, scatter, collect), several chunks four. The
-    selection runs on the values' float32 images (4 bytes each, the only copy of the data);
-    the float64 values around each middle are collected afterwards and decide exactly.
+    a single chunk is read three times (scan and count, scatter, collect), several chunks
+    four. The selection runs on the values' float32 images (4 bytes each, the only copy of the
+    data); the float64 values around each middle are collected afterwards and decide exactly.
 
     ``scans``, when given, receives each chunk's first :class:`RowScan` (its totals, usable
     genes per cell and value checks), so encoding the chunks afterwards need not scan them.
