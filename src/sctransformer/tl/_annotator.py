@@ -23,6 +23,7 @@ from ._common import batch_values, check_positive, copy_of
 METHODS = ("finetune", "linear", "knn")
 UNKNOWN = "unknown"
 CLASSIFIER_FILE = "classifier.safetensors"
+PREDICT_CHUNK = 2048  # cells per streamed chunk when predicting (predict has no keyword for it)
 
 
 @dataclass
@@ -118,7 +119,7 @@ class CellAnnotator:
         gene_key: str | None = None,
         min_gene_fraction: float = 0.2,
         min_genes: int = 50,
-        chunk_size: int = 2048,
+        chunk_size: int = PREDICT_CHUNK,
     ) -> pd.DataFrame:
         """Class probabilities of every cell of ``adata`` (cells × classes); nothing written.
 
@@ -207,8 +208,8 @@ class CellAnnotator:
             gene_key=gene_key,
             min_gene_fraction=min_gene_fraction,
             min_genes=min_genes,
-            chunk_size=2048,
-        )  # fmt: skip  (chunk_size: predict_proba's default)
+            chunk_size=PREDICT_CHUNK,
+        )
         adata = copy_of(adata) if copy else adata
         self.write(adata, proba, run, unknown_threshold=unknown_threshold, key_added=key_added,
                    seed=seed)  # fmt: skip

@@ -136,9 +136,10 @@ class RowScan:
         """Whether ``n_usable`` also holds for these usable columns: the scanned ones less
         columns without a nonzero value (genes the data's medians leave out).
         """
-        if (col_ok & ~self.col_ok).any() or self.expressed is None:
+        if self.expressed is None:
             return bool(np.array_equal(col_ok, self.col_ok))
-        return not self.expressed[self.col_ok & ~col_ok].any()
+        added, left_out = col_ok & ~self.col_ok, self.col_ok & ~col_ok
+        return not added.any() and not self.expressed[left_out].any()
 
 
 def scan_chunk(
